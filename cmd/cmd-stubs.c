@@ -1,1 +1,67 @@
-/* placeholder: being written */
+/*
+ * cmd-stubs: the commands of SPEC §1 that later work will implement.  They
+ * are in the table already so `mlopsd --help` shows the whole interface
+ * and scripts get a usage error (exit 2) rather than "unknown command".
+ * Each one moves to its own cmd-NAME.c when it is written.
+ */
+#include <stdio.h>
+
+#include "cmd/cmd.h"
+
+static int
+cmd_stub_exec(const struct cmd_entry *self, int argc, char **argv)
+{
+	if (cmd_wants_help(self, argc, argv))
+		return CMD_EXIT_OK;
+	fprintf(stderr, "mlopsd %s: not yet implemented\n", self->name);
+	return CMD_EXIT_USAGE;
+}
+
+const struct cmd_entry cmd_produce_entry = {
+	.name = "produce",
+	.usage = "produce --topic T --key FIELD [--format json|avro] "
+	    "[--schema FILE] [-c FILE]",
+	.summary = "send JSON lines from stdin to a topic (Avro: Confluent "
+	    "framing)",
+	.exec = cmd_stub_exec,
+};
+
+const struct cmd_entry cmd_repo_entry = {
+	.name = "repo",
+	.usage = "repo validate DIR",
+	.summary = "check a feature repo and its DAG files (errors as "
+	    "file:line:col)",
+	.exec = cmd_stub_exec,
+};
+
+const struct cmd_entry cmd_training_set_entry = {
+	.name = "training-set",
+	.usage = "training-set -c FILE --spine CSV --features LIST [-o CSV]",
+	.summary = "build a point-in-time correct training set from the "
+	    "offline store",
+	.exec = cmd_stub_exec,
+};
+
+const struct cmd_entry cmd_verify_entry = {
+	.name = "verify",
+	.usage = "verify -c FILE",
+	.summary = "recompute every online value from the offline store and "
+	    "report mismatches",
+	.exec = cmd_stub_exec,
+};
+
+const struct cmd_entry cmd_dag_entry = {
+	.name = "dag",
+	.usage = "dag list | run NAME [--wait] [--from STEP] | status [RUN] | "
+	    "logs RUN | cancel RUN  [-c FILE | --url URL] [--output json]",
+	.summary = "list, run and follow pipeline DAGs of a running daemon",
+	.exec = cmd_stub_exec,
+};
+
+const struct cmd_entry cmd_models_entry = {
+	.name = "models",
+	.usage = "models list | show NAME [VERSION] | promote NAME VERSION "
+	    "[--alias A] | rollback NAME  [-c FILE | --url URL] [--output json]",
+	.summary = "inspect the model registry, move aliases, roll back",
+	.exec = cmd_stub_exec,
+};

@@ -5,6 +5,8 @@
 #ifndef MLOPSD_CMD_H
 #define MLOPSD_CMD_H
 
+#include "common/log.h"
+
 /* Exit codes (SPEC §1). */
 #define CMD_EXIT_OK	0
 #define CMD_EXIT_FAIL	1	/* the operation failed */
@@ -15,6 +17,7 @@ struct cmd_entry {
 	const char	*usage;		/* "serve -c FILE [--check]" */
 	const char	*summary;	/* one line for mlopsd --help */
 	int		(*exec)(const struct cmd_entry *self, int argc, char **argv);
+	const char	*help;		/* option lines for NAME --help, or NULL */
 };
 
 /* Run the command line; returns the process exit code. */
@@ -25,6 +28,19 @@ int	cmd_usage_error(const struct cmd_entry *self, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
 /* True when argv holds -h or --help (then print usage to stdout). */
 int	cmd_wants_help(const struct cmd_entry *self, int argc, char **argv);
+/*
+ * Report what getopt_long (optstring starting with ':', opterr 0) rejected:
+ * ch is the '?' or ':' it returned.  Returns CMD_EXIT_USAGE.
+ */
+int	cmd_bad_option(const struct cmd_entry *self, int ch, char **argv);
+
+/*
+ * -v may be given before the command or among its options, repeatedly;
+ * a command's option parser calls cmd_verbose() for each -v it sees.
+ * cmd_log_level() is `base` raised one step per -v, at most LOG_DEBUG.
+ */
+void		cmd_verbose(void);
+enum log_level	cmd_log_level(enum log_level base);
 
 extern const struct cmd_entry cmd_serve_entry;
 extern const struct cmd_entry cmd_dev_entry;
