@@ -1,1 +1,549 @@
-int main(void) { return 77; }
+/*
+ * test_cli: the mlopsd command line (cmd.c and the commands), the parts of
+ * the daemon that need no HTTP traffic (daemon_new and its data_dir), and
+ * the systemd notification protocol (sdnotify.c).
+ *
+ * Each command line runs in a forked child with stdout and stderr sent to
+ * temporary files, so getopt state, exit paths and the -v count of one
+ * case cannot leak into the next.
+ */
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "cmd/cmd.h"
+#include "cmd/daemon.h"
+#include "common/config.h"
+#include "common/sdnotify.h"
+#include "common/xmalloc.h"
+
+struct run {
+	int	rc;
+	char	out[32768];
+	char	err[32768];
+};
+
+static char	tmpdir[256];
+
+static void
+slurp(FILE *f, char *buf, size_t len)
+{
+	size_t	n;
+
+	rewind(f);
+	n = fread(buf, 1, len - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+}
+
+/* Run `mlopsd ARGS...` (a NULL-terminated list) in a child. */
+static void
+run_cmd(struct run *r, ...)
+{
+	char	*argv[32];
+	int	 argc = 0, status;
+	FILE	*out = tmpfile(), *err = tmpfile();
+	pid_t	 pid;
+	va_list	 ap;
+
+	assert_non_null(out);
+	assert_non_null(err);
+	argv[argc++] = (char *)"mlopsd";
+	va_start(ap, r);
+	while ((argv[argc] = va_arg(ap, char *)) != NULL)
+		argc++;
+	va_end(ap);
+
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int	rc;
+
+		dup2(fileno(out), STDOUT_FILENO);
+		dup2(fileno(err), STDERR_FILENO);
+		rc = cmd_main(argc, argv);
+		fflush(stdout);
+		fflush(stderr);
+		_exit(rc);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	r->rc = WEXITSTATUS(status);
+	slurp(out, r->out, sizeof r->out);
+	slurp(err, r->err, sizeof r->err);
+}
+
+static char *
+write_file(const char *name, const char *text)
+{
+	char	*path = xstrfmt("%s/%s", tmpdir, name);
+	FILE	*f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	return path;
+}
+
+static char *
+good_config(void)
+{
+	char	*text = xstrfmt("data_dir: %s/data\nlog_level: info\n"
+	    "http:\n  listen: 127.0.0.1:0\n", tmpdir);
+	char	*path = write_file("good.yaml", text);
+
+	free(text);
+	return path;
+}
+
+static const char *all_commands[] = {
+	"serve", "dev", "kafka-mock", "produce", "repo", "training-set",
+	"verify", "dag", "models",
+};
+static const char *stub_commands[] = {
+	"produce", "repo", "training-set", "verify", "dag", "models",
+};
+#define NELEM(a)	(sizeof (a) / sizeof (a)[0])
+
+static void
+test_help_lists_every_command(void **state)
+{
+	static const char	*flags[] = { "--help", "-h" };
+	struct run		 r;
+	char			 needle[64];
+	size_t			 i, j;
+
+	(void)state;
+	for (j = 0; j < NELEM(flags); j++) {
+		run_cmd(&r, flags[j], NULL);
+		assert_int_equal(r.rc, 0);
+		assert_string_equal(r.err, "");
+		for (i = 0; i < NELEM(all_commands); i++) {
+			snprintf(needle, sizeof needle, "\n  mlopsd %s ",
+			    all_commands[i]);
+			assert_non_null(strstr(r.out, needle));
+		}
+	}
+}
+
+static void
+test_version(void **state)
+{
+	struct run	r;
+
+	(void)state;
+	run_cmd(&r, "--version", NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, "mlopsd " PACKAGE_VERSION "\n");
+}
+
+static void
+test_no_command(void **state)
+{
+	struct run	r;
+
+	(void)state;
+	run_cmd(&r, NULL);
+	assert_int_equal(r.rc, 2);
+	assert_string_equal(r.out, "");
+	assert_non_null(strstr(r.err, "usage: mlopsd "));
+	assert_non_null(strstr(r.err, "mlopsd serve -c FILE"));
+}
+
+static void
+test_unknown_command(void **state)
+{
+	struct run	r;
+
+	(void)state;
+	run_cmd(&r, "frobnicate", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_string_equal(r.out, "");
+	assert_non_null(strstr(r.err, "mlopsd: unknown command \"frobnicate\""));
+}
+
+static void
+test_unknown_global_option(void **state)
+{
+	struct run	r;
+
+	(void)state;
+	run_cmd(&r, "--frob", "serve", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_non_null(strstr(r.err, "mlopsd: unknown option --frob"));
+}
+
+static void
+test_serve_needs_config(void **state)
+{
+	struct run	r;
+
+	(void)state;
+	run_cmd(&r, "serve", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_non_null(strstr(r.err, "mlopsd serve: -c FILE is required"));
+	assert_non_null(strstr(r.err, "usage: mlopsd serve -c FILE"));
+}
+
+static void
+test_serve_bad_options(void **state)
+{
+	struct run	r;
+
+	(void)state;
+	run_cmd(&r, "serve", "--bogus", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_non_null(strstr(r.err, "mlopsd serve: unknown option --bogus"));
+	run_cmd(&r, "serve", "-x", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_non_null(strstr(r.err, "mlopsd serve: unknown option -x"));
+	run_cmd(&r, "serve", "-c", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_non_null(strstr(r.err, "option -c needs a value"));
+	run_cmd(&r, "serve", "--config", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_non_null(strstr(r.err, "option --config needs a value"));
+	run_cmd(&r, "serve", "-c", "x.yaml", "extra", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_non_null(strstr(r.err, "unexpected argument \"extra\""));
+}
+
+static void
+test_serve_check_good(void **state)
+{
+	struct run	 r;
+	char		*path = good_config(), *want;
+
+	(void)state;
+	want = xstrfmt("%s: ok\n", path);
+	run_cmd(&r, "serve", "-c", path, "--check", NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, want);
+	/* -v is accepted before the command and among its options. */
+	run_cmd(&r, "-v", "serve", "--check", "--config", path, "-v", NULL);
+	assert_int_equal(r.rc, 0);
+	assert_string_equal(r.out, want);
+	free(want);
+	free(path);
+}
+
+static void
+test_serve_check_bad(void **state)
+{
+	struct run	 r;
+	char		*path, *want;
+
+	(void)state;
+	path = write_file("bad.yaml", "log_level: info\nno_such_key: 1\n");
+	want = xstrfmt("%s:2:1: ", path);
+	run_cmd(&r, "serve", "--check", "-c", path, NULL);
+	assert_int_equal(r.rc, 2);
+	assert_string_equal(r.out, "");
+	/* The loader's message, as-is: it starts with file:line:col. */
+	assert_memory_equal(r.err, want, strlen(want));
+	assert_non_null(strstr(r.err, "no_such_key"));
+	free(want);
+	free(path);
+
+	run_cmd(&r, "serve", "--check", "-c", "/nonexistent/mlopsd.yaml", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_non_null(strstr(r.err, "/nonexistent/mlopsd.yaml"));
+}
+
+static void
+test_stub_commands(void **state)
+{
+	struct run	r;
+	char		want[128];
+	size_t		i;
+
+	(void)state;
+	for (i = 0; i < NELEM(stub_commands); i++) {
+		run_cmd(&r, stub_commands[i], "x", NULL);
+		assert_int_equal(r.rc, 2);
+		snprintf(want, sizeof want, "mlopsd %s: not yet implemented\n",
+		    stub_commands[i]);
+		assert_string_equal(r.err, want);
+	}
+}
+
+static void
+test_every_command_help(void **state)
+{
+	struct run	r;
+	char		want[128];
+	size_t		i;
+
+	(void)state;
+	for (i = 0; i < NELEM(all_commands); i++) {
+		run_cmd(&r, all_commands[i], "--help", NULL);
+		assert_int_equal(r.rc, 0);
+		assert_string_equal(r.err, "");
+		snprintf(want, sizeof want, "usage: mlopsd %s", all_commands[i]);
+		assert_memory_equal(r.out, want, strlen(want));
+		run_cmd(&r, all_commands[i], "-h", NULL);
+		assert_int_equal(r.rc, 0);
+		assert_memory_equal(r.out, want, strlen(want));
+	}
+}
+
+static void
+test_kafka_mock_bad_options(void **state)
+{
+	static const struct {
+		const char	*opt, *val, *msg;
+	} cases[] = {
+		{ "--topic", "a b", "--topic a b: a topic name is 1 to 249" },
+		{ "--topic", ":3", "--topic :3: a topic name" },
+		{ "--topic", "a:0", "--topic a:0: the partition count must be" },
+		{ "--topic", "a:x", "--topic a:x: the partition count must be" },
+		{ "--partitions", "0", "--partitions: \"0\" is not a number" },
+		{ "--brokers", "x", "--brokers: \"x\" is not a number from 1" },
+		{ "--listen", "0.0.0.0:9092", "--listen 0.0.0.0:9092: the mock" },
+	};
+	struct run	r;
+	size_t		i;
+
+	(void)state;
+	for (i = 0; i < NELEM(cases); i++) {
+		run_cmd(&r, "kafka-mock", cases[i].opt, cases[i].val, NULL);
+		assert_int_equal(r.rc, 2);
+		assert_string_equal(r.out, "");
+		if (strstr(r.err, cases[i].msg) == NULL)
+			fail_msg("%s %s: got \"%s\"", cases[i].opt, cases[i].val,
+			    r.err);
+	}
+}
+
+static void
+test_dev_bad_repo(void **state)
+{
+	struct run	r;
+
+	(void)state;
+	run_cmd(&r, "dev", "--repo", "/nonexistent/repo", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_non_null(strstr(r.err, "--repo /nonexistent/repo: not a "
+	    "directory"));
+}
+
+static void
+test_log_level_from_verbosity(void **state)
+{
+	struct run	r;
+
+	(void)state;
+	/* Run something so cmd_main resets the count to zero. */
+	run_cmd(&r, "--version", NULL);
+	assert_int_equal(cmd_log_level(LOG_WARN), LOG_WARN);
+	cmd_verbose();
+	assert_int_equal(cmd_log_level(LOG_INFO), LOG_DEBUG);
+	assert_int_equal(cmd_log_level(LOG_ERROR), LOG_WARN);
+	cmd_verbose();
+	cmd_verbose();
+	assert_int_equal(cmd_log_level(LOG_INFO), LOG_DEBUG);
+}
+
+static struct config *
+config_with_data_dir(const char *dir)
+{
+	char		 err[256];
+	struct config	*cfg = config_defaults(err, sizeof err);
+
+	assert_non_null(cfg);
+	free(cfg->data_dir);
+	cfg->data_dir = xstrdup(dir);
+	return cfg;
+}
+
+static void
+test_daemon_creates_data_dir(void **state)
+{
+	struct daemon	*d;
+	struct stat	 st;
+	char		 err[256], *dir = xstrfmt("%s/a/b//c/", tmpdir);
+	mode_t		 um = umask(0);
+
+	(void)state;
+	umask(um);
+	d = daemon_new(config_with_data_dir(dir), err, sizeof err);
+	assert_non_null(d);
+	assert_int_equal(stat(dir, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(st.st_mode & 0777, 0750 & ~um);
+	assert_non_null(daemon_metrics(d));
+	assert_string_equal(daemon_config(d)->data_dir, dir);
+	daemon_free(d);
+	free(dir);
+}
+
+static void
+test_daemon_data_dir_errors(void **state)
+{
+	struct daemon	*d;
+	char		 err[256], *file = write_file("plain", "x"), *dir;
+
+	(void)state;
+	dir = xstrfmt("%s/sub", file);
+	d = daemon_new(config_with_data_dir(dir), err, sizeof err);
+	assert_null(d);
+	assert_non_null(strstr(err, "data_dir "));
+	assert_non_null(strstr(err, "cannot create"));
+	free(dir);
+
+	d = daemon_new(config_with_data_dir(file), err, sizeof err);
+	assert_null(d);
+	assert_non_null(strstr(err, "not a directory"));
+
+	d = daemon_new(config_with_data_dir(""), err, sizeof err);
+	assert_null(d);
+	assert_string_equal(err, "data_dir is not set");
+	free(file);
+}
+
+/* Bind a datagram socket at `name` (a path, or '@' for abstract). */
+static int
+notify_listener(const char *name)
+{
+	struct sockaddr_un	sun;
+	socklen_t		len;
+	struct timeval		tv = { 2, 0 };
+	int			fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+
+	assert_true(fd >= 0);
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	strcpy(sun.sun_path, name);
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+	    strlen(name));
+	if (name[0] == '@')
+		sun.sun_path[0] = '\0';
+	assert_int_equal(bind(fd, (struct sockaddr *)&sun, len), 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	return fd;
+}
+
+static void
+test_sdnotify_path_and_abstract(void **state)
+{
+	char	 buf[64], *names[2];
+	ssize_t	 n;
+	int	 fd, i;
+
+	(void)state;
+	names[0] = xstrfmt("%s/notify.sock", tmpdir);
+	names[1] = xstrfmt("@mlopsd-test-%ld", (long)getpid());
+	for (i = 0; i < 2; i++) {
+		fd = notify_listener(names[i]);
+		setenv("NOTIFY_SOCKET", names[i], 1);
+		assert_int_equal(sdnotify("READY=1\nSTATUS=x"), 0);
+		n = recv(fd, buf, sizeof buf - 1, 0);
+		assert_int_equal(n, 16);
+		buf[n] = '\0';
+		assert_string_equal(buf, "READY=1\nSTATUS=x");
+		close(fd);
+		free(names[i]);
+	}
+	/* Not under systemd: nothing to do, and no error. */
+	unsetenv("NOTIFY_SOCKET");
+	assert_int_equal(sdnotify("READY=1"), 0);
+	/* A relative path is not a notify socket. */
+	setenv("NOTIFY_SOCKET", "relative.sock", 1);
+	assert_int_equal(sdnotify("READY=1"), -1);
+	unsetenv("NOTIFY_SOCKET");
+}
+
+static void
+test_sdnotify_watchdog(void **state)
+{
+	char	pid[32];
+
+	(void)state;
+	unsetenv("WATCHDOG_PID");
+	unsetenv("WATCHDOG_USEC");
+	assert_int_equal(sdnotify_watchdog_usec(), 0);
+	setenv("WATCHDOG_USEC", "3000000", 1);
+	assert_int_equal(sdnotify_watchdog_usec(), 3000000);
+	snprintf(pid, sizeof pid, "%ld", (long)getpid());
+	setenv("WATCHDOG_PID", pid, 1);
+	assert_int_equal(sdnotify_watchdog_usec(), 3000000);
+	setenv("WATCHDOG_PID", "1", 1);		/* meant for another process */
+	assert_int_equal(sdnotify_watchdog_usec(), 0);
+	unsetenv("WATCHDOG_PID");
+	setenv("WATCHDOG_USEC", "3s", 1);
+	assert_int_equal(sdnotify_watchdog_usec(), 0);
+	setenv("WATCHDOG_USEC", "-5", 1);
+	assert_int_equal(sdnotify_watchdog_usec(), 0);
+	unsetenv("WATCHDOG_USEC");
+}
+
+static int
+setup(void **state)
+{
+	const char	*base = getenv("TMPDIR");
+
+	(void)state;
+	snprintf(tmpdir, sizeof tmpdir, "%s/test_cli.XXXXXX",
+	    base != NULL ? base : "/tmp");
+	if (mkdtemp(tmpdir) == NULL)
+		return -1;
+	/* The tests set their own; one from the caller would interfere. */
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("MLOPSD_DATA_DIR");
+	unsetenv("MLOPSD_LOG_LEVEL");
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	char	*cmd = xstrfmt("rm -rf '%s'", tmpdir);
+	int	 rc;
+
+	(void)state;
+	rc = system(cmd);
+	free(cmd);
+	return rc == 0 ? 0 : -1;
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_help_lists_every_command),
+		cmocka_unit_test(test_version),
+		cmocka_unit_test(test_no_command),
+		cmocka_unit_test(test_unknown_command),
+		cmocka_unit_test(test_unknown_global_option),
+		cmocka_unit_test(test_serve_needs_config),
+		cmocka_unit_test(test_serve_bad_options),
+		cmocka_unit_test(test_serve_check_good),
+		cmocka_unit_test(test_serve_check_bad),
+		cmocka_unit_test(test_stub_commands),
+		cmocka_unit_test(test_every_command_help),
+		cmocka_unit_test(test_kafka_mock_bad_options),
+		cmocka_unit_test(test_dev_bad_repo),
+		cmocka_unit_test(test_log_level_from_verbosity),
+		cmocka_unit_test(test_daemon_creates_data_dir),
+		cmocka_unit_test(test_daemon_data_dir_errors),
+		cmocka_unit_test(test_sdnotify_path_and_abstract),
+		cmocka_unit_test(test_sdnotify_watchdog),
+	};
+
+	return cmocka_run_group_tests_name("cli", tests, setup, teardown);
+}
