@@ -14,6 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -27,7 +31,9 @@
 #include "cmd/cmd.h"
 #include "cmd/daemon.h"
 #include "common/config.h"
+#include "common/http.h"
 #include "common/sdnotify.h"
+#include "common/util.h"
 #include "common/xmalloc.h"
 
 struct run {
@@ -416,6 +422,279 @@ test_daemon_data_dir_errors(void **state)
 	free(file);
 }
 
+/*
+ * A daemon in a child process, with hooks that record what they see in
+ * a file, so the parent can drive it over HTTP and signals.
+ */
+struct child {
+	pid_t	 pid;
+	char	 addr[64];
+	FILE	*err;		/* the child's stderr */
+};
+
+enum hook_mode { HOOK_OK, HOOK_FAIL, HOOK_HANG };
+
+static char	*hook_trace;	/* file the hooks append to */
+
+static void
+hook_note(const char *what)
+{
+	FILE	*f = fopen(hook_trace, "a");
+
+	if (f != NULL) {
+		fputs(what, f);
+		fclose(f);
+	}
+}
+
+static int
+hook_reload(void *arg, char *err, size_t errlen)
+{
+	enum hook_mode	mode = (enum hook_mode)(intptr_t)arg;
+
+	hook_note(mode == HOOK_OK ? "R" : "r");
+	if (mode == HOOK_FAIL) {
+		snprintf(err, errlen, "repo: features/x.yaml:3:1: bad");
+		return -1;
+	}
+	return 0;
+}
+
+static void
+hook_stop_a(void *arg)
+{
+	(void)arg;
+	hook_note("a");
+}
+
+static void
+hook_stop_b(void *arg)
+{
+	enum hook_mode	mode = (enum hook_mode)(intptr_t)arg;
+
+	hook_note("b");
+	if (mode == HOOK_HANG)
+		sleep(60);
+}
+
+static int
+hook_ready_no(void *arg, char *why, size_t whylen)
+{
+	(void)arg;
+	snprintf(why, whylen, "kafka: partitions not assigned");
+	return 0;
+}
+
+static int
+hook_ready_yes(void *arg, char *why, size_t whylen)
+{
+	(void)arg;
+	(void)why;
+	(void)whylen;
+	return 1;
+}
+
+static void
+route_hello(struct http_req *req, void *arg)
+{
+	(void)arg;
+	http_reply(req, 200, "text/plain", "hello", 5);
+}
+
+static void
+child_on_listen(void *arg, const char *addr)
+{
+	int	fd = *(int *)arg;
+
+	if (write(fd, addr, strlen(addr) + 1) < 0)
+		_exit(99);
+	close(fd);
+}
+
+static void
+start_child(struct child *c, enum hook_mode mode, int not_ready)
+{
+	static const struct http_route	routes[] = {
+		{ "GET", "/hello", route_hello, NULL, 0 },
+	};
+	struct pollfd	 pfd;
+	int		 fds[2];
+	ssize_t		 n;
+
+	free(hook_trace);
+	hook_trace = xstrfmt("%s/hooks.%d", tmpdir, (int)mode);
+	unlink(hook_trace);
+	c->err = tmpfile();
+	assert_non_null(c->err);
+	assert_int_equal(pipe(fds), 0);
+	fflush(stdout);
+	fflush(stderr);
+	c->pid = fork();
+	assert_true(c->pid >= 0);
+	if (c->pid == 0) {
+		struct config	*cfg;
+		struct daemon	*d;
+		char		 err[256];
+		int		 rc;
+
+		close(fds[0]);
+		dup2(fileno(c->err), STDERR_FILENO);
+		cfg = config_with_data_dir(tmpdir);
+		free(cfg->http.listen);
+		cfg->http.listen = xstrdup("127.0.0.1:0");
+		if ((d = daemon_new(cfg, err, sizeof err)) == NULL)
+			_exit(98);
+		daemon_add_routes(d, routes, 1);
+		daemon_on_reload(d, hook_reload, (void *)(intptr_t)HOOK_OK);
+		daemon_on_reload(d, hook_reload, (void *)(intptr_t)mode);
+		daemon_on_stop(d, hook_stop_a, NULL);
+		daemon_on_stop(d, hook_stop_b, (void *)(intptr_t)mode);
+		daemon_on_ready(d, hook_ready_yes, NULL);
+		if (not_ready)
+			daemon_on_ready(d, hook_ready_no, NULL);
+		rc = daemon_run(d, child_on_listen, &fds[1]);
+		daemon_free(d);
+		_exit(rc);
+	}
+	close(fds[1]);
+	pfd.fd = fds[0];
+	pfd.events = POLLIN;
+	assert_int_equal(poll(&pfd, 1, 10000), 1);
+	n = read(fds[0], c->addr, sizeof c->addr - 1);
+	assert_true(n > 0);
+	c->addr[n] = '\0';
+	close(fds[0]);
+}
+
+/* Signal the child and wait for its exit code; *secs is how long it took. */
+static int
+stop_child(struct child *c, int sig, double *secs)
+{
+	uint64_t	t0 = util_mono_ns();
+	int		status;
+
+	kill(c->pid, sig);
+	assert_int_equal(waitpid(c->pid, &status, 0), c->pid);
+	if (secs != NULL)
+		*secs = (double)(util_mono_ns() - t0) / 1e9;
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+static char *
+child_log(struct child *c)
+{
+	char	*buf = xmalloc(16384);
+
+	slurp(c->err, buf, 16384);
+	return buf;
+}
+
+/* GET path from the child; returns the status, the body into body. */
+static int
+http_get(struct child *c, const char *path, char *body, size_t len)
+{
+	struct sockaddr_in	 sin;
+	char			 host[64], req[256], *resp, *p;
+	size_t			 got = 0;
+	ssize_t			 n;
+	int			 fd, port, status = -1;
+
+	assert_int_equal(util_split_hostport(c->addr, host, sizeof host,
+	    &port), 0);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)port);
+	inet_pton(AF_INET, host, &sin.sin_addr);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+	snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n"
+	    "Connection: close\r\n\r\n", path);
+	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	resp = xmalloc(65536);
+	while (got < 65535 && (n = read(fd, resp + got, 65535 - got)) > 0)
+		got += (size_t)n;
+	resp[got] = '\0';
+	close(fd);
+	sscanf(resp, "HTTP/1.%*d %d", &status);
+	p = strstr(resp, "\r\n\r\n");
+	snprintf(body, len, "%s", p != NULL ? p + 4 : "");
+	free(resp);
+	return status;
+}
+
+static void
+test_daemon_routes_and_ready_hooks(void **state)
+{
+	struct child	c;
+	char		body[4096];
+
+	(void)state;
+	start_child(&c, HOOK_OK, 1);
+	assert_int_equal(http_get(&c, "/hello", body, sizeof body), 200);
+	assert_string_equal(body, "hello");
+	assert_int_equal(http_get(&c, "/readyz", body, sizeof body), 503);
+	assert_non_null(strstr(body, "\"not_ready\""));
+	assert_non_null(strstr(body, "\"kafka: partitions not assigned\""));
+	assert_int_equal(http_get(&c, "/healthz", body, sizeof body), 200);
+	assert_int_equal(stop_child(&c, SIGTERM, NULL), 0);
+	fclose(c.err);
+}
+
+static void
+test_daemon_reload_failure_keeps_serving(void **state)
+{
+	struct child	 c;
+	char		 body[16384], *log, *trace;
+	FILE		*f;
+	int		 i;
+
+	(void)state;
+	start_child(&c, HOOK_FAIL, 0);
+	assert_int_equal(http_get(&c, "/readyz", body, sizeof body), 200);
+	kill(c.pid, SIGHUP);
+	/* The counter says when the reload has run. */
+	for (i = 0; i < 200; i++) {
+		assert_int_equal(http_get(&c, "/metrics", body, sizeof body),
+		    200);
+		if (strstr(body, "mlopsd_reloads_total{result=\"failed\"} 1"))
+			break;
+		usleep(10000);
+	}
+	assert_non_null(strstr(body,
+	    "mlopsd_reloads_total{result=\"failed\"} 1"));
+	assert_non_null(strstr(body, "mlopsd_reloads_total{result=\"ok\"} 0"));
+	assert_int_equal(http_get(&c, "/healthz", body, sizeof body), 200);
+	assert_int_equal(stop_child(&c, SIGINT, NULL), 0);
+	log = child_log(&c);
+	assert_non_null(strstr(log, "reload failed, keeping the old state: "
+	    "repo: features/x.yaml:3:1: bad"));
+	free(log);
+	/* Reload hooks in order, then stop hooks in reverse. */
+	f = fopen(hook_trace, "r");
+	assert_non_null(f);
+	trace = xmalloc(64);
+	slurp(f, trace, 64);
+	assert_string_equal(trace, "Rrba");
+	free(trace);
+}
+
+static void
+test_daemon_stop_timeout(void **state)
+{
+	struct child	 c;
+	char		*log;
+	double		 secs;
+
+	(void)state;
+	start_child(&c, HOOK_HANG, 0);
+	assert_int_equal(stop_child(&c, SIGTERM, &secs), 1);
+	assert_true(secs >= 9.5 && secs < 12);
+	log = child_log(&c);
+	assert_non_null(strstr(log, "shutdown did not finish within 10 s"));
+	free(log);
+}
+
 /* Bind a datagram socket at `name` (a path, or '@' for abstract). */
 static int
 notify_listener(const char *name)
@@ -518,6 +797,7 @@ teardown(void **state)
 	(void)state;
 	rc = system(cmd);
 	free(cmd);
+	free(hook_trace);
 	return rc == 0 ? 0 : -1;
 }
 
@@ -541,6 +821,9 @@ main(void)
 		cmocka_unit_test(test_log_level_from_verbosity),
 		cmocka_unit_test(test_daemon_creates_data_dir),
 		cmocka_unit_test(test_daemon_data_dir_errors),
+		cmocka_unit_test(test_daemon_routes_and_ready_hooks),
+		cmocka_unit_test(test_daemon_reload_failure_keeps_serving),
+		cmocka_unit_test(test_daemon_stop_timeout),
 		cmocka_unit_test(test_sdnotify_path_and_abstract),
 		cmocka_unit_test(test_sdnotify_watchdog),
 	};
