@@ -9,7 +9,7 @@
  * of librdkafka 2.0.2 auto-creates every other topic with 4 partitions
  * and offers no way to change that, and it binds 127.0.0.1 on a port of
  * the kernel's choosing, so --listen only accepts a loopback address with
- * port 0 (docs/mlopsd.8 says so too).
+ * port 0.  `kafka-mock --help` says both.
  */
 #include <errno.h>
 #include <getopt.h>

@@ -15,7 +15,8 @@ import stat
 import subprocess
 import time
 
-from mtest import Daemon, binary, raw_exchange, run, skip, test, tmpdir
+from mtest import (Daemon, binary, import_optional, run, skip, test,
+                   tmpdir)
 
 
 def assert_error_shape(r, status):
@@ -319,6 +320,45 @@ def log_level_from_config_and_v():
     assert d.get("/healthz").status == 200
     assert "debug" not in d.log(), d.log()
     assert d.stop() == 0
+
+
+@test
+def dev_prints_kafka_and_ready_then_stops():
+    tmp = tmpdir()
+    env = dict(os.environ, TMPDIR=tmp)
+    for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM"):
+        env.pop(k, None)
+    p = subprocess.Popen([binary(), "dev", "--http", "127.0.0.1:0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env)
+    try:
+        kafka = p.stdout.readline().decode().rstrip("\n")
+        ready = p.stdout.readline().decode().rstrip("\n")
+        assert re.fullmatch(r"kafka: 127\.0\.0\.1:\d+", kafka), kafka
+        m = re.fullmatch(r"ready: http://(127\.0\.0\.1):(\d+)", ready)
+        assert m, ready
+        # The data dir is a fresh one under $TMPDIR.
+        dirs = [d for d in os.listdir(tmp) if d.startswith("mlopsd-dev.")]
+        assert len(dirs) == 1, os.listdir(tmp)
+        import http.client
+        c = http.client.HTTPConnection(m.group(1), int(m.group(2)),
+                                       timeout=5)
+        c.request("GET", "/healthz")
+        assert c.getresponse().status == 200
+        c.close()
+        # The Kafka it printed is a real one.
+        ck = import_optional("confluent_kafka")
+        if ck is not None:
+            md = ck.Producer({"bootstrap.servers": kafka[len("kafka: "):],
+                              "log.connection.close": False}).list_topics(
+                                  "x", timeout=10)
+            assert len(md.topics["x"].partitions) == 4
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0, p.stderr.read().decode()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 run()
