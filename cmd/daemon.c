@@ -240,7 +240,7 @@ static void
 daemon_readyz(struct http_req *req, void *arg)
 {
 	struct daemon	*d = arg;
-	json_t		*reasons = json_array();
+	json_t		*reasons = json_array(), *why_json;
 	char		 why[256];
 	size_t		 i;
 
@@ -250,8 +250,10 @@ daemon_readyz(struct http_req *req, void *arg)
 		why[0] = '\0';
 		if (d->ready[i].fn(d->ready[i].arg, why, sizeof why))
 			continue;
-		json_array_append_new(reasons,
-		    json_string(why[0] != '\0' ? why : "not ready"));
+		/* A reason that is not UTF-8 must not make us look ready. */
+		if (why[0] == '\0' || (why_json = json_string(why)) == NULL)
+			why_json = json_string("not ready");
+		json_array_append_new(reasons, why_json);
 	}
 	if (json_array_size(reasons) == 0) {
 		json_decref(reasons);
