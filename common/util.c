@@ -127,6 +127,9 @@ util_parse_rfc3339_ms(const char *s, int64_t *out)
 	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 ||
 	    mi > 59 || sec > 60)
 		return -1;
+	/* mdays allows Feb 29 in every year; only leap years have it. */
+	if (mo == 2 && d == 29 && (y % 4 != 0 || (y % 100 == 0 && y % 400 != 0)))
+		return -1;
 	if (*p == '.') {
 		int	digits = 0;
 
@@ -154,8 +157,16 @@ util_parse_rfc3339_ms(const char *s, int64_t *out)
 		return -1;
 	if (*p != '\0')
 		return -1;
-	if (sec == 60)
-		sec = 59;	/* leap second: clamp, as most systems do */
+	/*
+	 * Leap second: POSIX time has no 23:59:60, so map all of it to the
+	 * last millisecond of the second before.  Keeping the fraction
+	 * (":60.5" -> ":59.5") would sort it before ":59.9" and break the
+	 * (ts, partition, offset) order of events.
+	 */
+	if (sec == 60) {
+		sec = 59;
+		frac = 999;
+	}
 	ms = days_from_civil(y, mo, d) * 86400000LL +
 	    ((int64_t)h * 3600 + mi * 60 + sec) * 1000 + frac;
 	ms -= (int64_t)sign * ((int64_t)oh * 3600 + om * 60) * 1000;
@@ -191,7 +202,10 @@ util_format_rfc3339(int64_t ms, char *buf, size_t len)
 	int		 frac = (int)(ms - (int64_t)secs * 1000);
 	struct tm	 tm;
 
-	gmtime_r(&secs, &tm);
+	if (gmtime_r(&secs, &tm) == NULL) {
+		snprintf(buf, len, "%lld", (long long)ms);
+		return buf;
+	}
 	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
 	    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 	    tm.tm_min, tm.tm_sec, frac);
@@ -238,14 +252,21 @@ util_split_hostport(const char *addr, char *host, size_t hostlen, int *port)
 		if ((colon = strrchr(addr, ':')) == NULL)
 			return -1;
 		hl = (size_t)(colon - addr);
+		/* "::1:80" is ambiguous: an IPv6 host needs brackets. */
+		if (memchr(addr, ':', hl) != NULL)
+			return -1;
 	}
 	if (hl == 0 || hl >= hostlen)
 		return -1;
 	memcpy(host, hs, hl);
 	host[hl] = '\0';
+	/* Digits only: strtol alone would take " 80", "+80" and "-0". */
+	if (colon[1] == '\0' || strspn(colon + 1, "0123456789") !=
+	    strlen(colon + 1))
+		return -1;
 	errno = 0;
 	p = strtol(colon + 1, &end, 10);
-	if (colon[1] == '\0' || *end != '\0' || errno != 0 || p < 0 || p > 65535)
+	if (*end != '\0' || errno != 0 || p > 65535)
 		return -1;
 	*port = (int)p;
 	return 0;
