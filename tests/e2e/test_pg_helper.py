@@ -6,6 +6,7 @@ and the shell interface are all checked here.
 """
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -151,6 +152,44 @@ def shell_start_halt_restart_stop():
     finally:
         if d and os.path.exists(d):
             subprocess.run([sys.executable, PGSERVER, "stop", d], timeout=60)
+
+
+@test
+def a_taken_port_of_our_choice_is_replaced():
+    import pgserver
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        picks = []
+
+        def pick():
+            picks.append(1)
+            return busy if len(picks) == 1 else real_free_port()
+        real_free_port = pgserver.free_port
+        pgserver.free_port = pick
+        try:
+            with PgServer() as pg:
+                assert pg.port != busy and len(picks) == 2, (pg.port, picks)
+                assert pg.psql("SELECT 1") == "1"
+        finally:
+            pgserver.free_port = real_free_port
+
+
+@test
+def a_taken_port_given_by_the_caller_is_an_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        pg = PgServer(port=s.getsockname()[1])
+        try:
+            pg.start()
+        except PgServerError as e:
+            assert "already in use" in str(e), str(e)
+        else:
+            raise AssertionError("start() on a taken port did not fail")
+        finally:
+            pg.stop()
 
 
 @test

@@ -70,6 +70,7 @@ class PgServer:
         self.user = user
         self.bindir = bindir
         self.port = port
+        self._pick_port = port is None   # ours to change on a conflict
         self.basedir = basedir
         self.dir = None
         self.running = False
@@ -244,11 +245,13 @@ class PgServer:
                           as_owner=True, check=False, timeout=timeout + 10)
             if p.returncode == 0:
                 break
-            # Someone took the port between free_port() and now: retry a
-            # fresh cluster on another port; a restart must keep its port.
-            if fresh and attempt < 2 and "already in use" in self._log_tail():
-                self._remove()
-                self.port = None
+            # Someone took the port between free_port() and now: try
+            # another.  A port given by the caller, or a restart, keeps it.
+            if (fresh and self._pick_port and attempt < 2 and
+                    "already in use" in self._log_tail()):
+                self.port = free_port()
+                self._write_conf()
+                self._save()
                 continue
             raise PgServerError("pg_ctl start failed (exit %d): %s%s" % (
                 p.returncode, p.stderr, self._log_tail()))
