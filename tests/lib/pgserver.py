@@ -38,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 DEFAULT_BINDIR = os.environ.get("PGSERVER_BINDIR", "/usr/lib/postgresql/15/bin")
 STATE_FILE = "pgserver.json"
