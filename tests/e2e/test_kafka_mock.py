@@ -22,7 +22,7 @@ def need_client():
 def client_conf(bootstrap, **kw):
     # The mock goes away at the end of each test; that is not news.
     conf = {"bootstrap.servers": bootstrap, "log.connection.close": False,
-            "log_level": 3}
+            "log_level": 2}
     conf.update({k.replace("_", "."): v for k, v in kw.items()})
     return conf
 

@@ -84,38 +84,53 @@ def unknown_route_is_404_json_error():
         assert_error_shape(d.get("/no/such/route"), 404)
 
 
+def send_big(d, method, path, size):
+    """Send a body of `size` bytes; returns the raw reply (head and body)."""
+    head = ("%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+            % (method, path, size)).encode()
+    s = socket.create_connection((d.host, d.port), timeout=10)
+    try:
+        s.sendall(head)
+        chunk = b" " * 65536
+        sent = 0
+        # Stop sending as soon as the server answers: it may refuse on the
+        # Content-Length alone and close without reading the rest.
+        while sent < size:
+            r, w, _ = select.select([s], [s], [], 5)
+            if r:
+                break
+            if w:
+                try:
+                    sent += s.send(chunk[:size - sent])
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+        reply = b""
+        while True:
+            try:
+                b = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not b:
+                break
+            reply += b
+    finally:
+        s.close()
+    return reply
+
+
 @test
 def body_over_1mib_is_413():
     with Daemon() as d:
-        size = 2 * 1024 * 1024
-        head = ("POST /get-online-features HTTP/1.1\r\nHost: x\r\n"
-                "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                % size).encode()
-        s = socket.create_connection((d.host, d.port), timeout=10)
-        try:
-            s.sendall(head)
-            chunk = b" " * 65536
-            sent = 0
-            # Stop sending as soon as the server answers: it may refuse on
-            # the Content-Length alone and close without reading the rest.
-            while sent < size:
-                r, w, _ = select.select([s], [s], [], 5)
-                if r:
-                    break
-                if w:
-                    try:
-                        sent += s.send(chunk)
-                    except (BrokenPipeError, ConnectionResetError):
-                        break
-            reply = b""
-            while b"\r\n" not in reply:
-                b = s.recv(4096)
-                if not b:
-                    break
-                reply += b
-        finally:
-            s.close()
+        # 2 MiB on a route that exists: our JSON 413.
+        reply = send_big(d, "GET", "/healthz", 2 * 1024 * 1024)
         assert re.match(rb"HTTP/1\.[01] 413 ", reply), reply[:200]
+        body = reply.split(b"\r\n\r\n", 1)[1]
+        assert b'"payload_too_large"' in body, body
+        # Far beyond the limit, on any route: refused without reading it.
+        reply = send_big(d, "POST", "/get-online-features", 8 * 1024 * 1024)
+        assert re.match(rb"HTTP/1\.[01] 413 ", reply), reply[:200]
+        assert d.get("/healthz").status == 200
 
 
 @test
