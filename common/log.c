@@ -59,7 +59,7 @@ log_vmsg(enum log_level level, const char *module, const char *fmt, va_list ap)
 	struct timespec	 ts;
 	struct tm	 tm;
 
-	if ((int)level > log_get_level())
+	if ((int)level > (int)log_get_level())
 		return;
 	if (getenv("JOURNAL_STREAM") != NULL)
 		n = snprintf(line, sizeof line, "<%d>%s: ", log_prio[level],
