@@ -49,7 +49,8 @@ void	metric_inc(struct metric *s);			/* counter, gauge */
 void	metric_add(struct metric *s, double v);		/* counter (v >= 0), gauge */
 void	metric_set(struct metric *s, double v);		/* gauge */
 void	metric_observe(struct metric *s, double v);	/* histogram */
-double	metric_value(const struct metric *s);		/* counter, gauge: for tests */
+double	metric_value(const struct metric *s);		/* counter, gauge; histogram:
+							   its count.  For tests */
 
 /*
  * A collector runs at the start of every render, so gauges that are cheap
