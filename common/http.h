@@ -47,7 +47,7 @@ struct http_config {
 /*
  * Bind the listening sockets (so the address is known and errors surface
  * here) but serve nothing until http_server_start().  Routes are copied.
- * Returns NULL with a message in err.
+ * m may be NULL (no metrics).  Returns NULL with a message in err.
  */
 struct http_server	*http_server_new(const struct http_config *cfg,
 			    const struct http_route *routes, size_t nroutes,
@@ -56,7 +56,11 @@ struct http_server	*http_server_new(const struct http_config *cfg,
 int			 http_server_start(struct http_server *s);
 /* The bound address as "host:port" (the real port when 0 was asked). */
 const char		*http_server_address(const struct http_server *s);
-/* Stop accepting, finish in-flight requests, join the workers. */
+/*
+ * Stop accepting, finish in-flight requests, join the workers.  Call from
+ * one thread that is not a worker (never from a handler); a second call
+ * does nothing.  http_server_free() stops first if needed.
+ */
 void			 http_server_stop(struct http_server *s);
 void			 http_server_free(struct http_server *s);
 
@@ -66,7 +70,7 @@ const char	*http_req_path(struct http_req *req);
 const char	*http_req_param(struct http_req *req, const char *name);	/* {name} in pattern */
 const char	*http_req_query(struct http_req *req, const char *name);	/* decoded, or NULL */
 const char	*http_req_header(struct http_req *req, const char *name);
-const char	*http_req_body(struct http_req *req, size_t *len);
+const char	*http_req_body(struct http_req *req, size_t *len);	/* not NUL-terminated */
 /*
  * Parse the body as JSON.  On failure replies 400 "malformed_json" (with
  * line and column) and returns NULL: the handler just returns.  The caller
