@@ -35,4 +35,169 @@ struct agg_value {
 	} u;
 };
 
+/* ==================================================================== */
+/*
+ * Feature repo (repo.c): the YAML files in features/ of a repo directory
+ * (SPEC §3) loaded, cross-referenced and validated.  A loaded repo is
+ * immutable, owned by whoever called repo_load(), and may be read from any
+ * thread; a reload builds a new repo and swaps the pointer.  Every string
+ * and array below belongs to the repo and lives until repo_free().
+ */
+
+enum repo_format { REPO_FORMAT_AVRO, REPO_FORMAT_JSON };
+
+/* The aggregations of SPEC §3, in the order the SPEC lists them. */
+enum repo_agg {
+	REPO_AGG_COUNT = 0,
+	REPO_AGG_SUM,
+	REPO_AGG_MEAN,
+	REPO_AGG_MIN,
+	REPO_AGG_MAX,
+	REPO_AGG_LAST,
+	REPO_AGG_FIRST,
+	REPO_AGG_STDDEV,
+	REPO_AGG_VARIANCE,
+	REPO_AGG_APPROX_COUNT_DISTINCT,
+	REPO_AGG_LAST_N,
+};
+#define REPO_AGG_COUNT_ALL	(REPO_AGG_LAST_N + 1)
+
+/*
+ * The type of a field as its Avro schema declares it (timestamp-millis
+ * longs are LONG, enums are STRING).  JSON sources declare nothing: ANY.
+ */
+enum repo_ftype {
+	REPO_FTYPE_ANY = 0,
+	REPO_FTYPE_BOOL,
+	REPO_FTYPE_INT,
+	REPO_FTYPE_LONG,
+	REPO_FTYPE_FLOAT,
+	REPO_FTYPE_DOUBLE,
+	REPO_FTYPE_STRING,
+};
+
+struct repo_field {
+	char		*name;
+	enum repo_ftype	 type;
+	int		 nullable;	/* Avro union with "null" */
+};
+
+struct repo_entity {
+	char		 *name;
+	char		**join_keys;
+	size_t		  njoin_keys;
+};
+
+struct repo_source {
+	char			*name;
+	char			*topic;
+	enum repo_format	 format;
+	char			*schema_path;	/* as written, relative to the repo
+						   dir; NULL for JSON */
+	char			*schema_json;	/* the .avsc text; NULL for JSON */
+	char			*timestamp_field;
+	enum repo_ftype		 timestamp_type; /* LONG or STRING; ANY for JSON */
+	/*
+	 * The fields the views read from this source: the union over views,
+	 * deduplicated, join keys first, in order of first use.  The
+	 * timestamp field is not in it unless a feature reads it.
+	 */
+	struct repo_field	*fields;
+	size_t			 nfields;
+};
+
+struct repo_window {
+	int64_t		 size_ms;
+	int64_t		 hop_ms;
+	char		*suffix;	/* the size as written: "1h" */
+};
+
+struct repo_feature {
+	char		*name;
+	enum repo_agg	 agg;
+	const char	*agg_name;	/* static: "count", "last_n", ... */
+	char		*field;		/* NULL for count */
+	int		 n;		/* last_n: 1..1000; otherwise 0 */
+};
+
+struct repo_view {
+	char				 *name;
+	const struct repo_entity	**entities;
+	size_t				  nentities;
+	/* The entities' join keys in order: the parts of a composite key. */
+	const char			**join_keys;
+	size_t				  njoin_keys;
+	const struct repo_source	 *source;
+	int64_t				  ttl_ms;	/* 0: no TTL */
+	int64_t				  max_future_ms; /* default 5m */
+	struct repo_window		 *windows;
+	size_t				  nwindows;
+	struct repo_feature		 *features;
+	size_t				  nfeatures;
+	/* "view:feature_suffix" of feature f in window w at [f * nwindows + w]. */
+	char				**outputs;
+	size_t				  noutputs;
+	uint64_t			  hash;	/* of this view's definition, its
+						   source and its entities */
+};
+
+struct repo {
+	char			*dir;		/* as given to repo_load() */
+	struct repo_entity	*entities;
+	size_t			 nentities;
+	struct repo_source	*sources;
+	size_t			 nsources;
+	struct repo_view	*views;
+	size_t			 nviews;
+	size_t			 nfeatures;	/* over all views */
+	size_t			 noutputs;	/* features x windows, over all views */
+	/*
+	 * Hash of the canonical definition (sorted by name, schemas as compact
+	 * JSON with sorted keys): equal for repos that mean the same thing,
+	 * whatever the file layout, comments or key order.
+	 */
+	uint64_t		 hash;
+	char			 hash_hex[17];
+};
+
+#define REPO_MAX_ERRORS		50	/* errors reported by one repo_load() */
+#define REPO_ERRLEN		16384	/* an err buffer with room for them all */
+#define REPO_DEFAULT_MAX_FUTURE_MS	(5 * 60 * 1000)
+
+/*
+ * Load and validate the repo in dir: every .yaml and .yml file in
+ * features/, in name order (names are global across files).  On failure
+ * returns NULL and writes every error found, up to REPO_MAX_ERRORS, one
+ * per line as "path:line:col: message", sorted by file and position;
+ * paths are dir as given joined with the file's path in the repo (the
+ * .avsc files too).  Pass an err of REPO_ERRLEN bytes to see them all.
+ * The caller frees the repo with repo_free().  Reentrant; touches no
+ * global state.
+ */
+struct repo			*repo_load(const char *dir, char *err, size_t errlen);
+void				 repo_free(struct repo *repo);
+
+/* Lookups by name; NULL when there is none.  The result belongs to repo. */
+const struct repo_entity	*repo_entity_find(const struct repo *repo,
+				     const char *name);
+const struct repo_source	*repo_source_find(const struct repo *repo,
+				     const char *name);
+const struct repo_view		*repo_view_find(const struct repo *repo,
+				     const char *name);
+/*
+ * Resolve a qualified feature name "view:feature_window" (SPEC §3) into its
+ * view and the indexes of the feature and the window.  Returns 0, or -1
+ * when no view has that output.
+ */
+int				 repo_output_find(const struct repo *repo,
+				     const char *qualified,
+				     const struct repo_view **view,
+				     size_t *feature, size_t *window);
+
+/* "count", ... for an aggregation; repo_agg_parse() is the reverse (0/-1). */
+const char			*repo_agg_name(enum repo_agg agg);
+int				 repo_agg_parse(const char *name, enum repo_agg *out);
+/* "int", "string", ... ("any" for JSON fields). */
+const char			*repo_ftype_name(enum repo_ftype type);
+
 #endif
