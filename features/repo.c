@@ -301,26 +301,26 @@ repo_errors_write(struct repo_loader *rl, char *err, size_t errlen)
 static size_t
 repo_distance(const char *a, const char *b)
 {
-	size_t	d[REPO_SUGGEST_MAX + 1][REPO_SUGGEST_MAX + 1];
-	size_t	la = strlen(a), lb = strlen(b), i, j, v;
+	unsigned char	d[REPO_SUGGEST_MAX + 1][REPO_SUGGEST_MAX + 1];
+	size_t		la = strlen(a), lb = strlen(b), i, j, v;
 
 	if (la > REPO_SUGGEST_MAX || lb > REPO_SUGGEST_MAX)
 		return (size_t)-1;
 	for (i = 0; i <= la; i++)
-		d[i][0] = i;
+		d[i][0] = (unsigned char)i;
 	for (j = 0; j <= lb; j++)
-		d[0][j] = j;
+		d[0][j] = (unsigned char)j;
 	for (i = 1; i <= la; i++) {
 		for (j = 1; j <= lb; j++) {
-			v = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-			if (d[i - 1][j] + 1 < v)
-				v = d[i - 1][j] + 1;
-			if (d[i][j - 1] + 1 < v)
-				v = d[i][j - 1] + 1;
+			v = (size_t)d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+			if ((size_t)d[i - 1][j] + 1 < v)
+				v = (size_t)d[i - 1][j] + 1;
+			if ((size_t)d[i][j - 1] + 1 < v)
+				v = (size_t)d[i][j - 1] + 1;
 			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] &&
-			    a[i - 2] == b[j - 1] && d[i - 2][j - 2] + 1 < v)
-				v = d[i - 2][j - 2] + 1;
-			d[i][j] = v;
+			    a[i - 2] == b[j - 1] && (size_t)d[i - 2][j - 2] + 1 < v)
+				v = (size_t)d[i - 2][j - 2] + 1;
+			d[i][j] = (unsigned char)v;
 		}
 	}
 	return d[la][lb];
