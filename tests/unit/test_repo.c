@@ -40,7 +40,8 @@ static const char click_avsc[] =
     "\"items\": \"string\"}},\n"
     "  {\"name\": \"ts_opt\", \"type\": [\"null\", \"long\"]},\n"
     "  {\"name\": \"ts_us\", \"type\": {\"type\": \"long\", "
-    "\"logicalType\": \"timestamp-micros\"}}\n"
+    "\"logicalType\": \"timestamp-micros\"}},\n"
+    "  {\"name\": \"mixed\", \"type\": [\"null\", \"long\", \"string\"]}\n"
     "]}\n";
 
 /* A valid entity and source for cases about views (features/base.yaml). */
@@ -432,6 +433,28 @@ static const struct ecase ecases[] = {
 	    "be a name, not a mapping",
 	    "@/features/a.yaml:3:26: entity user: each item of join_keys must "
 	    "be a name, not an empty string" } },
+	{ "more_duplicates_and_types", {
+	    { "features/a.yaml", BASE_YAML
+		"  - {name: \"\", topic: t, format: json, timestamp_field: ts}\n"
+		"feature_views:\n"
+		"  - name: v\n"
+		"    entities: [user, user, account]\n"
+		"    source: clicks\n"
+		"    windows: [{size: 1h, hop: 1m}]\n"
+		"    features: [{name: m, agg: last, field: mixed}]\n" },
+	    { "features/b.yaml",
+		"entities:\n"
+		"  - {name: account, join_keys: [user_id, user_id]}\n" } },
+	  { "@/features/a.yaml:16:12: source: name must not be empty",
+	    "@/features/a.yaml:19:22: feature view v: entity user is listed "
+	    "twice",
+	    "@/features/a.yaml:19:28: feature view v: entity account has join "
+	    "key \"user_id\", which an earlier entity of the view has too",
+	    "@/features/a.yaml:22:44: feature view v: feature m: field "
+	    "\"mixed\" is union; features read boolean, int, long, float, "
+	    "double and string fields",
+	    "@/features/b.yaml:2:42: entity account: join key \"user_id\" is "
+	    "listed twice" } },
 	{ "yaml_syntax_error", {
 	    { "features/a.yaml", "entities:\n  - name: [user\n" } },
 	  { "@/features/a.yaml:*" } },
