@@ -13,6 +13,7 @@
 #include "config.h"
 #include "cmd/cmd.h"
 #include "cmd/daemon.h"
+#include "cmd/online.h"
 #include "common/config.h"
 #include "common/log.h"
 
@@ -27,6 +28,7 @@ cmd_serve_exec(const struct cmd_entry *self, int argc, char **argv)
 	};
 	struct config	*cfg;
 	struct daemon	*d;
+	struct online	*o;
 	const char	*path = NULL;
 	char		 err[1024];
 	int		 ch, check = 0, rc;
@@ -69,7 +71,14 @@ cmd_serve_exec(const struct cmd_entry *self, int argc, char **argv)
 		log_error("serve", "%s", err);
 		return CMD_EXIT_FAIL;
 	}
+	o = online_new(d, NULL, err, sizeof err);
+	if (o == NULL && err[0] != '\0') {
+		log_error("serve", "%s", err);
+		daemon_free(d);
+		return CMD_EXIT_FAIL;
+	}
 	rc = daemon_run(d, NULL, NULL);
+	online_free(o);
 	daemon_free(d);
 	return rc;
 }

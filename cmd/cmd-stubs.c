@@ -26,14 +26,6 @@ const struct cmd_entry cmd_produce_entry = {
 	.exec = cmd_stub_exec,
 };
 
-const struct cmd_entry cmd_repo_entry = {
-	.name = "repo",
-	.usage = "repo validate DIR",
-	.summary = "check a feature repo and its DAG files (errors as "
-	    "file:line:col)",
-	.exec = cmd_stub_exec,
-};
-
 const struct cmd_entry cmd_training_set_entry = {
 	.name = "training-set",
 	.usage = "training-set -c FILE --spine CSV --features LIST [-o CSV]",

@@ -1,0 +1,419 @@
+/*
+ * api: the online feature lookup endpoints (SPEC §5).
+ *
+ *   GET  /v1/features/{view}/{key}[?as_of=ms&features=a,b]
+ *   POST /get-online-features        (the Feast feature-server shape)
+ *
+ * Handlers run on HTTP worker threads.  They read the current store under
+ * a reader lock that a reload takes for writing only to swap in a new
+ * store, so a lookup never sees a store being freed.
+ */
+#include "features/api.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/http.h"
+#include "common/util.h"
+#include "common/xmalloc.h"
+#include "features/features.h"
+#include "features/store.h"
+
+#define API_MAX_OUTPUTS	256
+
+struct feature_api {
+	/* lock: read by every lookup, written only to swap the store. */
+	pthread_rwlock_t	 lock;
+	struct store		*store;
+	int			 max_entities;
+	struct http_route	 routes[2];
+};
+
+static const char api_epoch[] = "1970-01-01T00:00:00Z";
+
+static json_t *
+ts_json(int64_t ms)
+{
+	char	buf[40];
+
+	if (ms < 0)
+		return json_string(api_epoch);
+	return json_string(util_format_rfc3339(ms, buf, sizeof buf));
+}
+
+/* Find feature name "feat_window" in a view. */
+static int
+view_output(const struct repo_view *v, const char *name, size_t len,
+    struct store_output *out)
+{
+	for (size_t f = 0; f < v->nfeatures; f++) {
+		size_t fl = strlen(v->features[f].name);
+
+		if (fl >= len || memcmp(v->features[f].name, name, fl) != 0 ||
+		    name[fl] != '_')
+			continue;
+		for (size_t w = 0; w < v->nwindows; w++) {
+			const char *sfx = v->windows[w].suffix;
+
+			if (strlen(sfx) == len - fl - 1 &&
+			    memcmp(sfx, name + fl + 1, len - fl - 1) == 0) {
+				out->feature = f;
+				out->window = w;
+				return 0;
+			}
+		}
+	}
+	return -1;
+}
+
+static void
+api_get_feature(struct http_req *req, void *arg)
+{
+	struct feature_api	*api = arg;
+	const char		*vname = http_req_param(req, "view");
+	const char		*key = http_req_param(req, "key");
+	const char		*as_of_s = http_req_query(req, "as_of");
+	const char		*want = http_req_query(req, "features");
+	const struct repo	*repo;
+	const struct repo_view	*v;
+	struct store_output	 outs[API_MAX_OUTPUTS];
+	json_t			*vals[API_MAX_OUTPUTS];
+	enum store_status	 sts[API_MAX_OUTPUTS];
+	size_t			 nouts = 0, vi;
+	int64_t			 as_of, ets;
+	int			 dflt = 1;
+	char			 err[256];
+	json_t			*feats, *body;
+
+	if (as_of_s != NULL) {
+		if (util_parse_timestamp_ms(as_of_s, &as_of) != 0) {
+			http_reply_error(req, 400, "bad_request", "as_of '%s' "
+			    "is not epoch milliseconds or RFC 3339", as_of_s);
+			return;
+		}
+		dflt = 0;
+	} else
+		as_of = util_now_ms();
+	pthread_rwlock_rdlock(&api->lock);
+	repo = store_repo(api->store);
+	if ((v = repo_view_find(repo, vname)) == NULL) {
+		http_reply_error(req, 404, "not_found",
+		    "unknown feature view '%s'", vname);
+		goto out;
+	}
+	vi = (size_t)(v - repo->views);
+	if (want != NULL && *want != '\0') {
+		const char *p = want;
+
+		while (*p != '\0') {
+			const char	*c = strchr(p, ',');
+			size_t		 len = c ? (size_t)(c - p) : strlen(p);
+
+			if (nouts == API_MAX_OUTPUTS) {
+				http_reply_error(req, 400, "bad_request",
+				    "at most %d features per request",
+				    API_MAX_OUTPUTS);
+				goto out;
+			}
+			if (view_output(v, p, len, &outs[nouts]) != 0) {
+				http_reply_error(req, 404, "not_found",
+				    "view %s has no feature '%.*s'", v->name,
+				    (int)len, p);
+				goto out;
+			}
+			nouts++;
+			p += len;
+			if (*p == ',')
+				p++;
+		}
+	} else {
+		for (size_t f = 0; f < v->nfeatures; f++)
+			for (size_t w = 0; w < v->nwindows; w++) {
+				if (nouts == API_MAX_OUTPUTS)
+					break;
+				outs[nouts].feature = f;
+				outs[nouts++].window = w;
+			}
+	}
+	if (store_lookup(api->store, vi, key, strlen(key), &as_of, dflt, outs,
+	    nouts, vals, sts, &ets, err, sizeof err) != 0) {
+		http_reply_error(req, 400, "bad_request", "%s", err);
+		goto out;
+	}
+	feats = json_object();
+	for (size_t i = 0; i < nouts; i++) {
+		const char	*fn = v->outputs[outs[i].feature * v->nwindows +
+				    outs[i].window];
+		const char	*colon = strchr(fn, ':');
+
+		json_object_set_new(feats, colon ? colon + 1 : fn,
+		    json_pack("{s:o, s:s, s:o}", "value", vals[i], "status",
+		    store_status_name(sts[i]), "event_timestamp",
+		    ets < 0 ? json_null() : json_integer(ets)));
+	}
+	body = json_pack("{s:s, s:I, s:o}", "entity", key, "as_of",
+	    (json_int_t)as_of, "features", feats);
+	http_reply_json(req, 200, body);
+out:
+	pthread_rwlock_unlock(&api->lock);
+}
+
+/* One requested column of /get-online-features. */
+struct api_col {
+	const struct repo_view	*view;
+	size_t			 vi;
+	struct store_output	 out;
+	const char		*name;	/* as requested: "view:feat" */
+	json_t			*values, *statuses, *tss;
+};
+
+/* Key text of an entity row for a view, from the request's key columns. */
+static int
+row_key(json_t *entities, const struct repo_view *v, size_t row, char *buf,
+    size_t len, char *err, size_t errlen)
+{
+	size_t	n = 0;
+
+	for (size_t k = 0; k < v->njoin_keys; k++) {
+		json_t	*col = json_object_get(entities, v->join_keys[k]);
+		json_t	*x;
+		int	 w;
+
+		if (col == NULL) {
+			snprintf(err, errlen, "entities lack join key '%s' of "
+			    "view %s", v->join_keys[k], v->name);
+			return -1;
+		}
+		x = json_array_get(col, row);
+		if (k > 0 && n + 1 < len)
+			buf[n++] = '|';
+		if (json_is_integer(x))
+			w = snprintf(buf + n, len - n, "%lld",
+			    (long long)json_integer_value(x));
+		else if (json_is_string(x))
+			w = snprintf(buf + n, len - n, "%s", json_string_value(x));
+		else {
+			snprintf(err, errlen, "entities.%s[%zu]: a key must be "
+			    "an integer or a string", v->join_keys[k], row);
+			return -1;
+		}
+		if (w < 0 || (size_t)w >= len - n) {
+			snprintf(err, errlen, "entities.%s[%zu]: key too long",
+			    v->join_keys[k], row);
+			return -1;
+		}
+		n += (size_t)w;
+	}
+	return (int)n;
+}
+
+static void
+api_get_online_features(struct http_req *req, void *arg)
+{
+	struct feature_api	*api = arg;
+	json_t			*body = http_req_json(req);
+	json_t			*features, *entities, *full, *x, *names, *results;
+	const struct repo	*repo;
+	struct api_col		*cols = NULL;
+	size_t			 ncols, nrows = 0, i;
+	const char		*kname;
+	int			 fullnames;
+	char			 err[256], key[1024];
+	int64_t			 now = util_now_ms();
+
+	if (body == NULL)
+		return;
+	pthread_rwlock_rdlock(&api->lock);
+	repo = store_repo(api->store);
+	features = json_object_get(body, "features");
+	entities = json_object_get(body, "entities");
+	full = json_object_get(body, "full_feature_names");
+	if (!json_is_object(body) || !json_is_array(features) ||
+	    json_array_size(features) == 0) {
+		http_reply_error(req, 400, "bad_request",
+		    "\"features\" must be a non-empty array of \"view:feature\"");
+		goto out;
+	}
+	if (!json_is_object(entities) || json_object_size(entities) == 0) {
+		http_reply_error(req, 400, "bad_request",
+		    "\"entities\" must be an object of join-key columns");
+		goto out;
+	}
+	if (full != NULL && !json_is_boolean(full)) {
+		http_reply_error(req, 400, "bad_request",
+		    "\"full_feature_names\" must be a boolean");
+		goto out;
+	}
+	fullnames = json_is_true(full);
+	json_object_foreach(entities, kname, x) {
+		if (!json_is_array(x)) {
+			http_reply_error(req, 400, "bad_request",
+			    "entities.%s must be an array", kname);
+			goto out;
+		}
+		if (nrows == 0)
+			nrows = json_array_size(x);
+		if (json_array_size(x) != nrows) {
+			http_reply_error(req, 400, "bad_request", "entity "
+			    "columns differ in length (%s has %zu, expected %zu)",
+			    kname, json_array_size(x), nrows);
+			goto out;
+		}
+	}
+	if (nrows > (size_t)api->max_entities) {
+		http_reply_error(req, 400, "too_many_entities", "%zu entities "
+		    "in one request; the limit is %d", nrows,
+		    api->max_entities);
+		goto out;
+	}
+	ncols = json_array_size(features);
+	cols = xcalloc(ncols, sizeof *cols);
+	json_array_foreach(features, i, x) {
+		const char	*name = json_string_value(x);
+		size_t		 f, w;
+
+		if (name == NULL) {
+			http_reply_error(req, 400, "bad_request",
+			    "features[%zu] must be a string", i);
+			goto out;
+		}
+		if (repo_output_find(repo, name, &cols[i].view, &f, &w) != 0) {
+			http_reply_error(req, 404, "not_found",
+			    "unknown feature '%s' (expected view:feature_window)",
+			    name);
+			goto out;
+		}
+		cols[i].vi = (size_t)(cols[i].view - repo->views);
+		cols[i].out.feature = f;
+		cols[i].out.window = w;
+		cols[i].name = name;
+		for (size_t k = 0; k < cols[i].view->njoin_keys; k++)
+			if (json_object_get(entities,
+			    cols[i].view->join_keys[k]) == NULL) {
+				http_reply_error(req, 400, "bad_request",
+				    "entities lack join key '%s' of view %s",
+				    cols[i].view->join_keys[k],
+				    cols[i].view->name);
+				goto out;
+			}
+	}
+	for (i = 0; i < ncols; i++) {
+		cols[i].values = json_array();
+		cols[i].statuses = json_array();
+		cols[i].tss = json_array();
+	}
+	for (size_t r = 0; r < nrows; r++) {
+		for (i = 0; i < ncols; i++) {
+			json_t			*val;
+			enum store_status	 st;
+			int64_t			 ets, as_of = now;
+			int			 kl;
+
+			kl = row_key(entities, cols[i].view, r, key, sizeof key,
+			    err, sizeof err);
+			if (kl < 0) {
+				http_reply_error(req, 400, "bad_request", "%s",
+				    err);
+				goto out;
+			}
+			if (store_lookup(api->store, cols[i].vi, key,
+			    (size_t)kl, &as_of, 1, &cols[i].out, 1, &val, &st,
+			    &ets, err, sizeof err) != 0) {
+				http_reply_error(req, 500, "internal", "%s",
+				    err);
+				goto out;
+			}
+			json_array_append_new(cols[i].values, val);
+			json_array_append_new(cols[i].statuses,
+			    json_string(store_status_name(st)));
+			json_array_append_new(cols[i].tss, ts_json(ets));
+		}
+	}
+	names = json_array();
+	results = json_array();
+	json_object_foreach(entities, kname, x) {
+		json_t *st = json_array(), *ts = json_array();
+
+		for (size_t r = 0; r < nrows; r++) {
+			json_array_append_new(st, json_string("PRESENT"));
+			json_array_append_new(ts, json_string(api_epoch));
+		}
+		json_array_append_new(names, json_string(kname));
+		json_array_append_new(results, json_pack("{s:O, s:o, s:o}",
+		    "values", x, "statuses", st, "event_timestamps", ts));
+	}
+	for (i = 0; i < ncols; i++) {
+		const char	*colon = strchr(cols[i].name, ':');
+		char		*n;
+
+		if (fullnames)
+			n = xstrfmt("%.*s__%s", (int)(colon - cols[i].name),
+			    cols[i].name, colon + 1);
+		else
+			n = xstrdup(colon + 1);
+		json_array_append_new(names, json_string(n));
+		free(n);
+		json_array_append_new(results, json_pack("{s:o, s:o, s:o}",
+		    "values", cols[i].values, "statuses", cols[i].statuses,
+		    "event_timestamps", cols[i].tss));
+		cols[i].values = cols[i].statuses = cols[i].tss = NULL;
+	}
+	http_reply_json(req, 200, json_pack("{s:{s:o}, s:o}", "metadata",
+	    "feature_names", names, "results", results));
+out:
+	pthread_rwlock_unlock(&api->lock);
+	if (cols != NULL) {
+		for (i = 0; i < json_array_size(features); i++) {
+			json_decref(cols[i].values);
+			json_decref(cols[i].statuses);
+			json_decref(cols[i].tss);
+		}
+		free(cols);
+	}
+	json_decref(body);
+}
+
+struct feature_api *
+feature_api_new(struct store *store, int max_entities)
+{
+	struct feature_api	*api = xcalloc(1, sizeof *api);
+
+	pthread_rwlock_init(&api->lock, NULL);
+	api->store = store;
+	api->max_entities = max_entities > 0 ? max_entities : 1000;
+	api->routes[0] = (struct http_route){ "GET",
+	    "/v1/features/{view}/{key}", api_get_feature, api, 0 };
+	api->routes[1] = (struct http_route){ "POST",
+	    "/get-online-features", api_get_online_features, api, 0 };
+	return api;
+}
+
+const struct http_route *
+feature_api_routes(struct feature_api *api, size_t *n)
+{
+	*n = sizeof api->routes / sizeof api->routes[0];
+	return api->routes;
+}
+
+struct store *
+feature_api_swap(struct feature_api *api, struct store *store)
+{
+	struct store	*old;
+
+	pthread_rwlock_wrlock(&api->lock);
+	old = api->store;
+	api->store = store;
+	pthread_rwlock_unlock(&api->lock);
+	return old;
+}
+
+void
+feature_api_free(struct feature_api *api)
+{
+	if (api == NULL)
+		return;
+	pthread_rwlock_destroy(&api->lock);
+	free(api);
+}

@@ -1,0 +1,22 @@
+/*
+ * The online feature lookup endpoints (api.c, SPEC §5).
+ */
+#ifndef MLOPSD_FEATURES_API_H
+#define MLOPSD_FEATURES_API_H
+
+#include <stddef.h>
+
+struct store;
+struct http_route;
+struct feature_api;
+
+/* Endpoints over store (not owned); max_entities per Feast request. */
+struct feature_api	*feature_api_new(struct store *store, int max_entities);
+/* The routes to give the HTTP server; they live as long as api. */
+const struct http_route	*feature_api_routes(struct feature_api *api, size_t *n);
+/* Swap in another store (a reload); returns the old one, no longer in use. */
+struct store		*feature_api_swap(struct feature_api *api,
+			    struct store *store);
+void			 feature_api_free(struct feature_api *api);
+
+#endif

@@ -1,0 +1,1066 @@
+/*
+ * store: the online feature store (see store.h and docs/design-ingest.md).
+ *
+ * Memory: per shard a chained hash table of entities keyed by (view, key);
+ * an entity holds its aggregation state (agg.c) and a dirty mark.  Each
+ * shard has one writer (an ingest shard thread) and a reader-writer lock
+ * that the writer takes per event and lookups take for reading, so
+ * lookups never see a half-applied event and shards never contend.
+ *
+ * Disk: one SQLite database in WAL mode.  A checkpoint writes the encoded
+ * dirty entities, the Kafka positions of the same cut and the held
+ * messages in one transaction; that is what makes ingest exactly-once.
+ * Only the checkpoint writer thread touches the database after start-up.
+ */
+#include "features/store.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/util.h"
+#include "common/xmalloc.h"
+#include "features/agg-internal.h"
+#include "features/features.h"
+
+#define STORE_SCHEMA_VERSION	"1"
+/* Tiles older than every window as of (now - slack) are trimmed. */
+#define STORE_EVICT_SLACK_MS	(60 * 1000)
+
+struct store_entity {
+	struct store_entity	*next;		/* hash chain */
+	struct agg_state	*st;
+	uint64_t		 hash;
+	uint32_t		 view;
+	uint32_t		 dirty : 1;	/* in the shard's dirty list */
+	uint32_t		 deleted : 1;	/* out of the table; row to delete */
+	uint32_t		 keylen : 30;
+	char			 key[];
+};
+
+struct store_shard {
+	/*
+	 * lock: taken for writing by the shard's writer around each change
+	 * of the table or of an entity state, for reading by lookups.
+	 */
+	pthread_rwlock_t	  lock;
+	struct store_entity	**buckets;
+	size_t			  nbuckets;
+	size_t			  nentities;
+	size_t			 *view_entities;	/* per view */
+	/* Entities changed since the last collect; writer only. */
+	struct store_entity	**dirty;
+	size_t			  ndirty;
+	size_t			  dirtycap;
+	char			  errbuf[256];
+};
+
+struct store_view_rt {
+	const struct repo_view	*view;
+	struct agg_plan		*plan;
+};
+
+struct store {
+	const struct repo	*repo;
+	sqlite3			*db;
+	char			*path;
+	struct store_view_rt	*views;
+	size_t			 nviews;
+	struct store_shard	*shards;
+	int			 nshards;
+	uint64_t		 seed;
+	struct metric_family	*m_entities;
+	struct metric_family	*m_ckpt_seconds;
+	struct metric		*m_ckpt_entities;
+};
+
+/* One encoded entity in a checkpoint (state NULL: delete the row). */
+struct ckpt_entity {
+	uint32_t	 view;
+	char		*key;
+	size_t		 keylen;
+	uint8_t		*state;
+	size_t		 len;
+};
+
+struct ckpt_offset {
+	char		*topic;
+	int32_t		 partition;
+	int64_t		 next;
+};
+
+struct store_ckpt {
+	/* lock: shards collect into one checkpoint concurrently. */
+	pthread_mutex_t		 lock;
+	struct ckpt_entity	*ents;
+	size_t			 nents, entcap;
+	struct ckpt_offset	*offs;
+	size_t			 noffs, offcap;
+	struct store_held	*held;
+	size_t			 nheld, heldcap;
+	int			 held_replace;
+};
+
+/* Scratch for agg_result() on lookup threads; owned by this module. */
+static __thread struct agg_scratch *store_tls_scratch;
+
+static const char *store_status_names[] = {
+	"PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"
+};
+
+const char *
+store_status_name(enum store_status st)
+{
+	return store_status_names[st];
+}
+
+static int
+store_exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+	char	*msg = NULL;
+
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		snprintf(err, errlen, "sqlite: %s", msg ? msg : "error");
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+static uint64_t
+store_key_hash(const struct store *s, size_t view, const char *key,
+    size_t keylen)
+{
+	return util_hash64(key, keylen, s->seed ^ (view * 0x9e3779b97f4a7c15ull));
+}
+
+int
+store_shard_of(const struct store *s, size_t view, const char *key,
+    size_t keylen)
+{
+	return (int)(store_key_hash(s, view, key, keylen) >> 40) % s->nshards;
+}
+
+static struct store_entity *
+shard_find(struct store_shard *sh, uint64_t hash, size_t view,
+    const char *key, size_t keylen)
+{
+	struct store_entity	*e;
+
+	for (e = sh->buckets[hash & (sh->nbuckets - 1)]; e != NULL; e = e->next)
+		if (e->hash == hash && e->view == view &&
+		    e->keylen == keylen && memcmp(e->key, key, keylen) == 0)
+			return e;
+	return NULL;
+}
+
+static void
+shard_grow(struct store_shard *sh)
+{
+	size_t			  n = sh->nbuckets * 2;
+	struct store_entity	**b = xcalloc(n, sizeof *b);
+	struct store_entity	 *e, *next;
+
+	for (size_t i = 0; i < sh->nbuckets; i++)
+		for (e = sh->buckets[i]; e != NULL; e = next) {
+			next = e->next;
+			e->next = b[e->hash & (n - 1)];
+			b[e->hash & (n - 1)] = e;
+		}
+	free(sh->buckets);
+	sh->buckets = b;
+	sh->nbuckets = n;
+}
+
+/* Insert under the shard's write lock. */
+static struct store_entity *
+shard_insert(struct store *s, struct store_shard *sh, uint64_t hash,
+    size_t view, const char *key, size_t keylen, struct agg_state *st)
+{
+	struct store_entity	*e = xcalloc(1, sizeof *e + keylen + 1);
+
+	e->hash = hash;
+	e->view = (uint32_t)view;
+	e->keylen = (uint32_t)keylen;
+	memcpy(e->key, key, keylen);
+	e->st = st;
+	if (sh->nentities >= sh->nbuckets)
+		shard_grow(sh);
+	e->next = sh->buckets[hash & (sh->nbuckets - 1)];
+	sh->buckets[hash & (sh->nbuckets - 1)] = e;
+	sh->nentities++;
+	sh->view_entities[view]++;
+	(void)s;
+	return e;
+}
+
+static void
+shard_unlink(struct store_shard *sh, struct store_entity *e)
+{
+	struct store_entity	**pp = &sh->buckets[e->hash & (sh->nbuckets - 1)];
+
+	while (*pp != e)
+		pp = &(*pp)->next;
+	*pp = e->next;
+	sh->nentities--;
+	sh->view_entities[e->view]--;
+}
+
+static void
+shard_mark_dirty(struct store_shard *sh, struct store_entity *e)
+{
+	if (e->dirty)
+		return;
+	e->dirty = 1;
+	sh->dirty = xgrow(sh->dirty, &sh->dirtycap, sh->ndirty + 1,
+	    sizeof *sh->dirty);
+	sh->dirty[sh->ndirty++] = e;
+}
+
+static void
+entity_free(struct store *s, struct store_entity *e)
+{
+	agg_state_free(s->views[e->view].plan, e->st);
+	free(e);
+}
+
+/* Build the aggregation plan of a view over its source's field vector. */
+static struct agg_plan *
+store_plan_new(const struct repo_view *v, char *err, size_t errlen)
+{
+	const struct repo_source	 *src = v->source;
+	struct agg_window_spec		 *ws;
+	struct agg_feature_spec		 *fs;
+	const char			**names;
+	struct agg_plan			 *plan = NULL;
+
+	ws = xcalloc(v->nwindows, sizeof *ws);
+	fs = xcalloc(v->nfeatures, sizeof *fs);
+	names = xcalloc(src->nfields ? src->nfields : 1, sizeof *names);
+	for (size_t i = 0; i < src->nfields; i++)
+		names[i] = src->fields[i].name;
+	for (size_t i = 0; i < v->nwindows; i++) {
+		ws[i].size_ms = v->windows[i].size_ms;
+		ws[i].hop_ms = v->windows[i].hop_ms;
+	}
+	for (size_t i = 0; i < v->nfeatures; i++) {
+		const struct repo_feature *f = &v->features[i];
+
+		fs[i].kind = (enum agg_kind)f->agg;
+		fs[i].n = (uint32_t)f->n;
+		fs[i].field = AGG_NO_FIELD;
+		if (f->field != NULL) {
+			for (size_t j = 0; j < src->nfields; j++)
+				if (strcmp(src->fields[j].name, f->field) == 0)
+					fs[i].field = (int)j;
+			if (fs[i].field == AGG_NO_FIELD) {
+				snprintf(err, errlen, "view %s: field %s not "
+				    "read from source %s", v->name, f->field,
+				    src->name);
+				goto out;
+			}
+		}
+	}
+	plan = agg_plan_new(ws, v->nwindows, fs, v->nfeatures, names,
+	    src->nfields, err, errlen);
+out:
+	free(ws);
+	free(fs);
+	free(names);
+	return plan;
+}
+
+static const char store_schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "PRAGMA synchronous=NORMAL;"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS view_def(view TEXT PRIMARY KEY,"
+    " hash TEXT NOT NULL, topic TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS entity(view TEXT NOT NULL, key BLOB NOT NULL,"
+    " state BLOB NOT NULL, PRIMARY KEY(view, key)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS kafka_offset(topic TEXT NOT NULL,"
+    " partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,"
+    " PRIMARY KEY(topic, partition)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS held_message(topic TEXT NOT NULL,"
+    " partition INTEGER NOT NULL, offset INTEGER NOT NULL,"
+    " due_ms INTEGER NOT NULL, key BLOB, payload BLOB,"
+    " PRIMARY KEY(topic, partition, offset)) WITHOUT ROWID;";
+
+/*
+ * Compare the stored view definitions with the repo's.  A changed, added
+ * or removed view invalidates the state of every view fed by its topic
+ * and the topic's offsets: they are rebuilt from the log.
+ */
+static int
+store_reconcile(struct store *s, char *err, size_t errlen)
+{
+	sqlite3_stmt	*q = NULL, *del = NULL;
+	char		 hex[32];
+	char		**stale = NULL;
+	size_t		 nstale = 0, cap = 0;
+	int		 rc = -1;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT view, hash, topic FROM view_def",
+	    -1, &q, NULL) != SQLITE_OK)
+		goto sqlfail;
+	while (sqlite3_step(q) == SQLITE_ROW) {
+		const char		*name = (const char *)sqlite3_column_text(q, 0);
+		const char		*hash = (const char *)sqlite3_column_text(q, 1);
+		const char		*topic = (const char *)sqlite3_column_text(q, 2);
+		const struct repo_view	*v = repo_view_find(s->repo, name);
+
+		if (v != NULL) {
+			snprintf(hex, sizeof hex, "%016llx",
+			    (unsigned long long)v->hash);
+			if (strcmp(hex, hash) == 0)
+				continue;
+		}
+		stale = xgrow(stale, &cap, nstale + 1, sizeof *stale);
+		stale[nstale++] = xstrdup(topic);
+	}
+	sqlite3_finalize(q);
+	q = NULL;
+	/* New views: their topic must be replayed too. */
+	for (size_t i = 0; i < s->repo->nviews; i++) {
+		const struct repo_view	*v = &s->repo->views[i];
+		int			 known = 0;
+
+		if (sqlite3_prepare_v2(s->db,
+		    "SELECT 1 FROM view_def WHERE view = ?", -1, &q,
+		    NULL) != SQLITE_OK)
+			goto sqlfail;
+		sqlite3_bind_text(q, 1, v->name, -1, SQLITE_STATIC);
+		known = sqlite3_step(q) == SQLITE_ROW;
+		sqlite3_finalize(q);
+		q = NULL;
+		if (!known) {
+			stale = xgrow(stale, &cap, nstale + 1, sizeof *stale);
+			stale[nstale++] = xstrdup(v->source->topic);
+		}
+	}
+	if (store_exec(s->db, "BEGIN IMMEDIATE", err, errlen) != 0)
+		goto out;
+	for (size_t i = 0; i < nstale; i++) {
+		log_info("store", "topic %s: a view is new or its definition "
+		    "changed; the topic's views are built from its beginning",
+		    stale[i]);
+		if (sqlite3_prepare_v2(s->db,
+		    "DELETE FROM entity WHERE view IN (SELECT view FROM "
+		    "view_def WHERE topic = ?1);"
+		    , -1, &del, NULL) != SQLITE_OK)
+			goto sqlfail;
+		sqlite3_bind_text(del, 1, stale[i], -1, SQLITE_STATIC);
+		sqlite3_step(del);
+		sqlite3_finalize(del);
+		del = NULL;
+		for (size_t j = 0; j < s->repo->nviews; j++) {
+			const struct repo_view *v = &s->repo->views[j];
+
+			if (strcmp(v->source->topic, stale[i]) != 0)
+				continue;
+			if (sqlite3_prepare_v2(s->db, "DELETE FROM entity "
+			    "WHERE view = ?", -1, &del, NULL) != SQLITE_OK)
+				goto sqlfail;
+			sqlite3_bind_text(del, 1, v->name, -1, SQLITE_STATIC);
+			sqlite3_step(del);
+			sqlite3_finalize(del);
+			del = NULL;
+		}
+		const char *sqls[] = {
+			"DELETE FROM kafka_offset WHERE topic = ?",
+			"DELETE FROM held_message WHERE topic = ?",
+			"DELETE FROM view_def WHERE topic = ?",
+		};
+		for (size_t j = 0; j < 3; j++) {
+			if (sqlite3_prepare_v2(s->db, sqls[j], -1, &del,
+			    NULL) != SQLITE_OK)
+				goto sqlfail;
+			sqlite3_bind_text(del, 1, stale[i], -1, SQLITE_STATIC);
+			sqlite3_step(del);
+			sqlite3_finalize(del);
+			del = NULL;
+		}
+	}
+	/* Views that are gone: drop their rows. */
+	if (store_exec(s->db, "CREATE TEMP TABLE IF NOT EXISTS live_view(view "
+	    "TEXT PRIMARY KEY); DELETE FROM live_view;", err, errlen) != 0)
+		goto rollback;
+	for (size_t i = 0; i < s->repo->nviews; i++) {
+		const struct repo_view *v = &s->repo->views[i];
+
+		if (sqlite3_prepare_v2(s->db, "INSERT INTO live_view "
+		    "VALUES(?)", -1, &del, NULL) != SQLITE_OK)
+			goto sqlfail;
+		sqlite3_bind_text(del, 1, v->name, -1, SQLITE_STATIC);
+		sqlite3_step(del);
+		sqlite3_finalize(del);
+		del = NULL;
+		snprintf(hex, sizeof hex, "%016llx", (unsigned long long)v->hash);
+		if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO view_def"
+		    "(view, hash, topic) VALUES(?, ?, ?)", -1, &del,
+		    NULL) != SQLITE_OK)
+			goto sqlfail;
+		sqlite3_bind_text(del, 1, v->name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(del, 2, hex, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(del, 3, v->source->topic, -1, SQLITE_STATIC);
+		sqlite3_step(del);
+		sqlite3_finalize(del);
+		del = NULL;
+	}
+	if (store_exec(s->db, "DELETE FROM entity WHERE view NOT IN "
+	    "(SELECT view FROM live_view); DELETE FROM view_def WHERE view "
+	    "NOT IN (SELECT view FROM live_view); COMMIT", err, errlen) != 0)
+		goto rollback;
+	rc = 0;
+	goto out;
+sqlfail:
+	snprintf(err, errlen, "sqlite: %s", sqlite3_errmsg(s->db));
+rollback:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+out:
+	sqlite3_finalize(q);
+	sqlite3_finalize(del);
+	for (size_t i = 0; i < nstale; i++)
+		free(stale[i]);
+	free(stale);
+	return rc;
+}
+
+static int
+store_load_entities(struct store *s, char *err, size_t errlen)
+{
+	sqlite3_stmt	*q = NULL;
+	size_t		 n = 0;
+	char		 derr[256];
+
+	if (sqlite3_prepare_v2(s->db, "SELECT view, key, state FROM entity",
+	    -1, &q, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "sqlite: %s", sqlite3_errmsg(s->db));
+		return -1;
+	}
+	while (sqlite3_step(q) == SQLITE_ROW) {
+		const char		*vname = (const char *)sqlite3_column_text(q, 0);
+		const char		*key = sqlite3_column_blob(q, 1);
+		size_t			 keylen = (size_t)sqlite3_column_bytes(q, 1);
+		const void		*blob = sqlite3_column_blob(q, 2);
+		size_t			 len = (size_t)sqlite3_column_bytes(q, 2);
+		const struct repo_view	*v = repo_view_find(s->repo, vname);
+		size_t			 vi;
+		struct agg_state	*st;
+		uint64_t		 h;
+		struct store_shard	*sh;
+
+		if (v == NULL)
+			continue;
+		vi = (size_t)(v - s->repo->views);
+		st = agg_state_decode(s->views[vi].plan, blob, len, derr,
+		    sizeof derr);
+		if (st == NULL) {
+			snprintf(err, errlen, "%s: view %s entity %.*s: %s",
+			    s->path, vname, (int)keylen, key ? key : "", derr);
+			sqlite3_finalize(q);
+			return -1;
+		}
+		h = store_key_hash(s, vi, key ? key : "", keylen);
+		sh = &s->shards[(h >> 40) % s->nshards];
+		shard_insert(s, sh, h, vi, key ? key : "", keylen, st);
+		n++;
+	}
+	sqlite3_finalize(q);
+	log_info("store", "%s: restored %zu entities", s->path, n);
+	return 0;
+}
+
+static void
+store_collect_metrics(void *arg)
+{
+	struct store	*s = arg;
+
+	for (size_t v = 0; v < s->nviews; v++)
+		metric_set(metric_get(s->m_entities, s->views[v].view->name),
+		    (double)store_view_entities(s, v));
+}
+
+struct store *
+store_open(const struct repo *repo, const char *path, int nshards,
+    struct metrics *m, char *err, size_t errlen)
+{
+	struct store	*s = xcalloc(1, sizeof *s);
+
+	s->repo = repo;
+	s->path = xstrdup(path);
+	s->nshards = nshards < 1 ? 1 : nshards;
+	s->seed = 0x6d6c6f707364ull;	/* fixed: shard choice is stable */
+	s->nviews = repo->nviews;
+	s->views = xcalloc(s->nviews ? s->nviews : 1, sizeof *s->views);
+	for (size_t i = 0; i < s->nviews; i++) {
+		s->views[i].view = &repo->views[i];
+		s->views[i].plan = store_plan_new(&repo->views[i], err, errlen);
+		if (s->views[i].plan == NULL)
+			goto fail;
+	}
+	s->shards = xcalloc(s->nshards, sizeof *s->shards);
+	for (int i = 0; i < s->nshards; i++) {
+		struct store_shard	*sh = &s->shards[i];
+		pthread_rwlockattr_t	 a;
+
+		pthread_rwlockattr_init(&a);
+		/* The single writer must not starve under lookup load. */
+		pthread_rwlockattr_setkind_np(&a,
+		    PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&sh->lock, &a);
+		pthread_rwlockattr_destroy(&a);
+		sh->nbuckets = 1024;
+		sh->buckets = xcalloc(sh->nbuckets, sizeof *sh->buckets);
+		sh->view_entities = xcalloc(s->nviews ? s->nviews : 1,
+		    sizeof *sh->view_entities);
+	}
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", path,
+		    s->db ? sqlite3_errmsg(s->db) : "cannot open");
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->db, 5000);
+	if (store_exec(s->db, store_schema, err, errlen) != 0 ||
+	    store_exec(s->db, "INSERT OR IGNORE INTO meta VALUES"
+	    "('schema_version', '" STORE_SCHEMA_VERSION "')", err, errlen) != 0 ||
+	    store_reconcile(s, err, errlen) != 0 ||
+	    store_load_entities(s, err, errlen) != 0)
+		goto fail;
+	if (m != NULL) {
+		s->m_entities = metrics_gauge(m, "mlopsd_online_entities",
+		    "Entities held in the online store, per feature view.",
+		    "view");
+		s->m_ckpt_seconds = metrics_histogram(m,
+		    "mlopsd_online_checkpoint_duration_seconds",
+		    "Time to write one online-store checkpoint to SQLite.",
+		    NULL, metrics_latency_buckets, metrics_latency_nbuckets);
+		s->m_ckpt_entities = metric_get(metrics_counter(m,
+		    "mlopsd_online_checkpoint_entities_total",
+		    "Entity states written by online-store checkpoints.", NULL));
+		metrics_add_collector(m, store_collect_metrics, s);
+	}
+	return s;
+fail:
+	store_close(s);
+	return NULL;
+}
+
+void
+store_close(struct store *s)
+{
+	struct store_entity	*e, *next;
+
+	if (s == NULL)
+		return;
+	for (int i = 0; s->shards != NULL && i < s->nshards; i++) {
+		struct store_shard *sh = &s->shards[i];
+
+		for (size_t b = 0; b < sh->nbuckets; b++)
+			for (e = sh->buckets[b]; e != NULL; e = next) {
+				next = e->next;
+				entity_free(s, e);
+			}
+		/* Deleted entities wait in the dirty list for their tombstone. */
+		for (size_t d = 0; d < sh->ndirty; d++)
+			if (sh->dirty[d]->deleted)
+				entity_free(s, sh->dirty[d]);
+		free(sh->buckets);
+		free(sh->dirty);
+		free(sh->view_entities);
+		pthread_rwlock_destroy(&sh->lock);
+	}
+	free(s->shards);
+	for (size_t i = 0; i < s->nviews; i++)
+		agg_plan_free(s->views[i].plan);
+	free(s->views);
+	if (s->db != NULL)
+		sqlite3_close(s->db);
+	free(s->path);
+	free(s);
+}
+
+const struct repo *
+store_repo(const struct store *s)
+{
+	return s->repo;
+}
+
+int
+store_nshards(const struct store *s)
+{
+	return s->nshards;
+}
+
+int
+store_offset_get(struct store *s, const char *topic, int32_t partition,
+    int64_t *next_offset)
+{
+	sqlite3_stmt	*q;
+	int		 rc = -1;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT next_offset FROM kafka_offset "
+	    "WHERE topic = ? AND partition = ?", -1, &q, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(q, 1, topic, -1, SQLITE_STATIC);
+	sqlite3_bind_int(q, 2, partition);
+	if (sqlite3_step(q) == SQLITE_ROW) {
+		*next_offset = sqlite3_column_int64(q, 0);
+		rc = 0;
+	}
+	sqlite3_finalize(q);
+	return rc;
+}
+
+int
+store_held_load(struct store *s, struct store_held **out, size_t *n)
+{
+	sqlite3_stmt		*q;
+	struct store_held	*h = NULL;
+	size_t			 cap = 0, len = 0;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT topic, partition, offset, due_ms,"
+	    " key, payload FROM held_message ORDER BY due_ms", -1, &q,
+	    NULL) != SQLITE_OK)
+		return -1;
+	while (sqlite3_step(q) == SQLITE_ROW) {
+		struct store_held	*x;
+		size_t			 kl = (size_t)sqlite3_column_bytes(q, 4);
+		size_t			 pl = (size_t)sqlite3_column_bytes(q, 5);
+
+		h = xgrow(h, &cap, len + 1, sizeof *h);
+		x = &h[len++];
+		x->topic = xstrdup((const char *)sqlite3_column_text(q, 0));
+		x->partition = sqlite3_column_int(q, 1);
+		x->offset = sqlite3_column_int64(q, 2);
+		x->due_ms = sqlite3_column_int64(q, 3);
+		x->keylen = kl;
+		x->key = kl ? xmalloc(kl) : NULL;
+		if (kl)
+			memcpy(x->key, sqlite3_column_blob(q, 4), kl);
+		x->len = pl;
+		x->payload = xmalloc(pl ? pl : 1);
+		if (pl)
+			memcpy(x->payload, sqlite3_column_blob(q, 5), pl);
+	}
+	sqlite3_finalize(q);
+	*out = h;
+	*n = len;
+	return 0;
+}
+
+void
+store_held_free(struct store_held *h, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(h[i].topic);
+		free(h[i].key);
+		free(h[i].payload);
+	}
+	free(h);
+}
+
+int
+store_apply(struct store *s, int shard, size_t view, const char *key,
+    size_t keylen, int64_t ts, int32_t partition, int64_t offset,
+    const struct agg_value *fields, char *err, size_t errlen)
+{
+	struct store_shard	*sh = &s->shards[shard];
+	const struct agg_plan	*plan = s->views[view].plan;
+	uint64_t		 h = store_key_hash(s, view, key, keylen);
+	struct store_entity	*e;
+	int			 rc;
+
+	/* Reads of the table need no lock: this thread is its only writer. */
+	e = shard_find(sh, h, view, key, keylen);
+	if (e == NULL) {
+		if (agg_check_event(plan, fields, err, errlen) != 0)
+			return -1;
+		pthread_rwlock_wrlock(&sh->lock);
+		e = shard_insert(s, sh, h, view, key, keylen,
+		    agg_state_new(plan));
+		rc = agg_state_add(plan, e->st, ts, partition, offset, fields,
+		    err, errlen);
+		if (rc != AGG_ADD_OK) {
+			/* Nothing was applied: the entity must not appear. */
+			shard_unlink(sh, e);
+			pthread_rwlock_unlock(&sh->lock);
+			entity_free(s, e);
+			return rc;
+		}
+	} else {
+		pthread_rwlock_wrlock(&sh->lock);
+		rc = agg_state_add(plan, e->st, ts, partition, offset, fields,
+		    err, errlen);
+	}
+	pthread_rwlock_unlock(&sh->lock);
+	if (rc == AGG_ADD_OK)
+		shard_mark_dirty(sh, e);
+	return rc;
+}
+
+int
+store_check(struct store *s, size_t view, const struct agg_value *fields,
+    char *err, size_t errlen)
+{
+	return agg_check_event(s->views[view].plan, fields, err, errlen);
+}
+
+void
+store_evict(struct store *s, int shard, int64_t now_ms)
+{
+	struct store_shard	*sh = &s->shards[shard];
+	struct store_entity	*e, *next;
+	int64_t			 horizon = now_ms - STORE_EVICT_SLACK_MS;
+	int64_t			 ts, off;
+	int32_t			 part;
+
+	pthread_rwlock_wrlock(&sh->lock);
+	for (size_t b = 0; b < sh->nbuckets; b++)
+		for (e = sh->buckets[b]; e != NULL; e = next) {
+			const struct store_view_rt *v = &s->views[e->view];
+
+			next = e->next;
+			if (agg_state_newest(e->st, &ts, &part, &off) == 0 &&
+			    ts > horizon)
+				continue;
+			agg_state_evict(v->plan, e->st, horizon);
+			if (!agg_state_is_empty(v->plan, e->st)) {
+				shard_mark_dirty(sh, e);
+				continue;
+			}
+			if (v->view->ttl_ms > 0 && ts + v->view->ttl_ms > now_ms)
+				continue;
+			shard_unlink(sh, e);
+			e->deleted = 1;
+			if (!e->dirty)
+				shard_mark_dirty(sh, e);
+		}
+	pthread_rwlock_unlock(&sh->lock);
+}
+
+struct store_ckpt *
+store_ckpt_new(void)
+{
+	struct store_ckpt	*c = xcalloc(1, sizeof *c);
+
+	pthread_mutex_init(&c->lock, NULL);
+	return c;
+}
+
+void
+store_ckpt_free(struct store_ckpt *c)
+{
+	if (c == NULL)
+		return;
+	for (size_t i = 0; i < c->nents; i++) {
+		free(c->ents[i].key);
+		free(c->ents[i].state);
+	}
+	for (size_t i = 0; i < c->noffs; i++)
+		free(c->offs[i].topic);
+	store_held_free(c->held, c->nheld);
+	free(c->ents);
+	free(c->offs);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+void
+store_ckpt_collect(struct store *s, int shard, struct store_ckpt *c)
+{
+	struct store_shard	*sh = &s->shards[shard];
+	struct ckpt_entity	*out;
+	struct agg_buf		 buf = { 0 };
+	size_t			 n = sh->ndirty;
+
+	if (n == 0)
+		return;
+	out = xcalloc(n, sizeof *out);
+	for (size_t i = 0; i < n; i++) {
+		struct store_entity *e = sh->dirty[i];
+
+		out[i].view = e->view;
+		out[i].key = xmalloc(e->keylen + 1);
+		memcpy(out[i].key, e->key, e->keylen);
+		out[i].keylen = e->keylen;
+		e->dirty = 0;
+		if (e->deleted) {
+			entity_free(s, e);
+			continue;
+		}
+		/* Only this thread writes e->st: reading it needs no lock. */
+		agg_state_encode(s->views[e->view].plan, e->st, &buf);
+		out[i].state = xmalloc(buf.len ? buf.len : 1);
+		memcpy(out[i].state, buf.data, buf.len);
+		out[i].len = buf.len;
+	}
+	sh->ndirty = 0;
+	agg_buf_free(&buf);
+	pthread_mutex_lock(&c->lock);
+	c->ents = xgrow(c->ents, &c->entcap, c->nents + n, sizeof *c->ents);
+	memcpy(c->ents + c->nents, out, n * sizeof *out);
+	c->nents += n;
+	pthread_mutex_unlock(&c->lock);
+	free(out);
+}
+
+void
+store_ckpt_offset(struct store_ckpt *c, const char *topic, int32_t partition,
+    int64_t next_offset)
+{
+	pthread_mutex_lock(&c->lock);
+	c->offs = xgrow(c->offs, &c->offcap, c->noffs + 1, sizeof *c->offs);
+	c->offs[c->noffs].topic = xstrdup(topic);
+	c->offs[c->noffs].partition = partition;
+	c->offs[c->noffs].next = next_offset;
+	c->noffs++;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void
+store_ckpt_held(struct store_ckpt *c, const struct store_held *h)
+{
+	struct store_held	*x;
+
+	pthread_mutex_lock(&c->lock);
+	c->held = xgrow(c->held, &c->heldcap, c->nheld + 1, sizeof *c->held);
+	x = &c->held[c->nheld++];
+	*x = *h;
+	x->topic = xstrdup(h->topic);
+	x->key = h->keylen ? xmalloc(h->keylen) : NULL;
+	if (h->keylen)
+		memcpy(x->key, h->key, h->keylen);
+	x->payload = xmalloc(h->len ? h->len : 1);
+	if (h->len)
+		memcpy(x->payload, h->payload, h->len);
+	c->held_replace = 1;
+	pthread_mutex_unlock(&c->lock);
+}
+
+void
+store_ckpt_held_replace(struct store_ckpt *c)
+{
+	c->held_replace = 1;
+}
+
+size_t
+store_ckpt_nentities(const struct store_ckpt *c)
+{
+	return c->nents;
+}
+
+int
+store_ckpt_commit(struct store *s, struct store_ckpt *c, char *err,
+    size_t errlen)
+{
+	sqlite3_stmt	*up = NULL, *del = NULL, *off = NULL, *held = NULL;
+	uint64_t	 t0 = util_mono_ns();
+
+	if (store_exec(s->db, "BEGIN IMMEDIATE", err, errlen) != 0)
+		return -1;
+	if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO entity(view, key,"
+	    " state) VALUES(?, ?, ?)", -1, &up, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(s->db, "DELETE FROM entity WHERE view = ? AND "
+	    "key = ?", -1, &del, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO kafka_offset"
+	    "(topic, partition, next_offset) VALUES(?, ?, ?)", -1, &off,
+	    NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO held_message"
+	    "(topic, partition, offset, due_ms, key, payload) VALUES(?, ?, ?, "
+	    "?, ?, ?)", -1, &held, NULL) != SQLITE_OK)
+		goto sqlfail;
+	for (size_t i = 0; i < c->nents; i++) {
+		struct ckpt_entity	*e = &c->ents[i];
+		sqlite3_stmt		*st = e->state ? up : del;
+
+		sqlite3_bind_text(st, 1, s->views[e->view].view->name, -1,
+		    SQLITE_STATIC);
+		sqlite3_bind_blob(st, 2, e->key, (int)e->keylen, SQLITE_STATIC);
+		if (e->state)
+			sqlite3_bind_blob(st, 3, e->state, (int)e->len,
+			    SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			goto sqlfail;
+		sqlite3_reset(st);
+	}
+	for (size_t i = 0; i < c->noffs; i++) {
+		sqlite3_bind_text(off, 1, c->offs[i].topic, -1, SQLITE_STATIC);
+		sqlite3_bind_int(off, 2, c->offs[i].partition);
+		sqlite3_bind_int64(off, 3, c->offs[i].next);
+		if (sqlite3_step(off) != SQLITE_DONE)
+			goto sqlfail;
+		sqlite3_reset(off);
+	}
+	if (c->held_replace) {
+		if (store_exec(s->db, "DELETE FROM held_message", err,
+		    errlen) != 0)
+			goto rollback;
+		for (size_t i = 0; i < c->nheld; i++) {
+			struct store_held *h = &c->held[i];
+
+			sqlite3_bind_text(held, 1, h->topic, -1, SQLITE_STATIC);
+			sqlite3_bind_int(held, 2, h->partition);
+			sqlite3_bind_int64(held, 3, h->offset);
+			sqlite3_bind_int64(held, 4, h->due_ms);
+			sqlite3_bind_blob(held, 5, h->key, (int)h->keylen,
+			    SQLITE_STATIC);
+			sqlite3_bind_blob(held, 6, h->payload, (int)h->len,
+			    SQLITE_STATIC);
+			if (sqlite3_step(held) != SQLITE_DONE)
+				goto sqlfail;
+			sqlite3_reset(held);
+		}
+	}
+	sqlite3_finalize(up);
+	sqlite3_finalize(del);
+	sqlite3_finalize(off);
+	sqlite3_finalize(held);
+	if (store_exec(s->db, "COMMIT", err, errlen) != 0)
+		goto rollback_only;
+	if (s->m_ckpt_seconds != NULL) {
+		metric_observe(metric_get(s->m_ckpt_seconds),
+		    (double)(util_mono_ns() - t0) / 1e9);
+		metric_add(s->m_ckpt_entities, (double)c->nents);
+	}
+	return 0;
+sqlfail:
+	snprintf(err, errlen, "sqlite: %s", sqlite3_errmsg(s->db));
+rollback:
+	sqlite3_finalize(up);
+	sqlite3_finalize(del);
+	sqlite3_finalize(off);
+	sqlite3_finalize(held);
+rollback_only:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+size_t
+store_view_entities(struct store *s, size_t view)
+{
+	size_t	n = 0;
+
+	for (int i = 0; i < s->nshards; i++) {
+		pthread_rwlock_rdlock(&s->shards[i].lock);
+		n += s->shards[i].view_entities[view];
+		pthread_rwlock_unlock(&s->shards[i].lock);
+	}
+	return n;
+}
+
+size_t
+store_mem_bytes(struct store *s)
+{
+	size_t			 n = 0;
+	struct store_entity	*e;
+
+	for (int i = 0; i < s->nshards; i++) {
+		struct store_shard *sh = &s->shards[i];
+
+		pthread_rwlock_rdlock(&sh->lock);
+		n += sh->nbuckets * sizeof *sh->buckets;
+		for (size_t b = 0; b < sh->nbuckets; b++)
+			for (e = sh->buckets[b]; e != NULL; e = e->next)
+				n += sizeof *e + e->keylen + 1 +
+				    agg_state_mem_bytes(s->views[e->view].plan,
+				    e->st);
+		pthread_rwlock_unlock(&sh->lock);
+	}
+	return n;
+}
+
+json_t *
+store_value_json(const struct agg_value *v)
+{
+	json_t	*a;
+
+	switch (v->type) {
+	case AGG_INT:
+		return json_integer(v->u.i);
+	case AGG_DOUBLE:
+		return json_real(v->u.d);
+	case AGG_BOOL:
+		return json_boolean(v->u.b);
+	case AGG_STRING:
+		return json_stringn(v->u.s.ptr, v->u.s.len);
+	case AGG_LIST:
+		a = json_array();
+		for (uint32_t i = 0; i < v->u.l.n; i++)
+			json_array_append_new(a,
+			    store_value_json(&v->u.l.items[i]));
+		return a;
+	case AGG_NULL:
+	default:
+		return json_null();
+	}
+}
+
+int
+store_lookup(struct store *s, size_t view, const char *key, size_t keylen,
+    int64_t *as_of, int as_of_default, const struct store_output *outs, size_t nouts,
+    json_t **values, enum store_status *statuses, int64_t *event_ts,
+    char *err, size_t errlen)
+{
+	const struct store_view_rt	*v = &s->views[view];
+	uint64_t			 h = store_key_hash(s, view, key, keylen);
+	struct store_shard		*sh = &s->shards[(h >> 40) % s->nshards];
+	struct store_entity		*e;
+	struct agg_value		 val;
+	int64_t				 ts = -1, off;
+	int32_t				 part;
+	int				 stale, rc = 0;
+	int64_t				 as_of_ms;
+
+	if (store_tls_scratch == NULL)
+		store_tls_scratch = agg_scratch_new();
+	pthread_rwlock_rdlock(&sh->lock);
+	e = shard_find(sh, h, view, key, keylen);
+	if (e == NULL || agg_state_newest(e->st, &ts, &part, &off) != 0) {
+		pthread_rwlock_unlock(&sh->lock);
+		for (size_t i = 0; i < nouts; i++) {
+			values[i] = json_null();
+			statuses[i] = STORE_NOT_FOUND;
+		}
+		*event_ts = -1;
+		return 0;
+	}
+	if (as_of_default && *as_of < ts)
+		*as_of = ts;
+	as_of_ms = *as_of;
+	if (as_of_ms < ts) {
+		pthread_rwlock_unlock(&sh->lock);
+		snprintf(err, errlen, "as_of %lld is earlier than the newest "
+		    "event applied for this entity (%lld); use training-set "
+		    "for history", (long long)as_of_ms, (long long)ts);
+		return -1;
+	}
+	stale = v->view->ttl_ms > 0 && as_of_ms - ts > v->view->ttl_ms;
+	for (size_t i = 0; i < nouts; i++) {
+		if (stale) {
+			values[i] = json_null();
+			statuses[i] = STORE_OUTSIDE_MAX_AGE;
+			continue;
+		}
+		if (agg_result(v->plan, e->st, outs[i].feature, outs[i].window,
+		    as_of_ms, &val, store_tls_scratch, err, errlen) != 0) {
+			while (i-- > 0)
+				json_decref(values[i]);
+			rc = -1;
+			break;
+		}
+		values[i] = store_value_json(&val);
+		statuses[i] = val.type == AGG_NULL ? STORE_NULL_VALUE :
+		    STORE_PRESENT;
+	}
+	pthread_rwlock_unlock(&sh->lock);
+	*event_ts = ts;
+	return rc;
+}

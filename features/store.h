@@ -1,0 +1,139 @@
+/*
+ * The online store (store.c): the state of every (view, entity) in memory,
+ * sharded by entity hash, made durable in SQLite together with the Kafka
+ * positions that produced it (docs/design-ingest.md).
+ *
+ * Threads: each shard has exactly one writer at a time (an ingest shard
+ * thread) calling store_apply() and store_ckpt_collect() for it; lookups
+ * (store_lookup_*) may run on any number of threads concurrently with it,
+ * under the shard's read lock.  store_ckpt_commit() runs on one writer
+ * thread.  Offsets and held messages are read at start-up only.
+ */
+#ifndef MLOPSD_STORE_H
+#define MLOPSD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+struct repo;
+struct repo_view;
+struct metrics;
+struct agg_value;
+struct store;
+struct store_ckpt;
+
+/*
+ * Open (creating if needed) the SQLite online store at path for repo and
+ * load every entity state into memory.  Views whose definition changed
+ * since the store was written, and every view sharing a topic with one,
+ * start empty and their topic's offsets are forgotten, so ingest replays
+ * that topic from the beginning.  repo must outlive the store.
+ */
+struct store	*store_open(const struct repo *repo, const char *path,
+		    int nshards, struct metrics *m, char *err, size_t errlen);
+void		 store_close(struct store *s);
+const struct repo *store_repo(const struct store *s);
+int		 store_nshards(const struct store *s);
+/* The shard of an entity: stable for a given store. */
+int		 store_shard_of(const struct store *s, size_t view,
+		    const char *key, size_t keylen);
+
+/* Stored next offset of a partition: 0, or -1 when none is stored. */
+int		 store_offset_get(struct store *s, const char *topic,
+		    int32_t partition, int64_t *next_offset);
+
+/* A message held for later (a future event): its position and payload. */
+struct store_held {
+	char		*topic;
+	int32_t		 partition;
+	int64_t		 offset;
+	int64_t		 due_ms;
+	void		*key;
+	size_t		 keylen;
+	void		*payload;
+	size_t		 len;
+};
+/* Held messages of the last checkpoint; caller frees with store_held_free(). */
+int		 store_held_load(struct store *s, struct store_held **out,
+		    size_t *n);
+void		 store_held_free(struct store_held *h, size_t n);
+
+/*
+ * Apply one event to (view, key) on its shard; the caller is the shard's
+ * single writer.  Returns AGG_ADD_OK, AGG_ADD_TOO_OLD, or -1 with a message
+ * (a wrong type: the event is bad input).
+ */
+int		 store_apply(struct store *s, int shard, size_t view,
+		    const char *key, size_t keylen, int64_t ts,
+		    int32_t partition, int64_t offset,
+		    const struct agg_value *fields, char *err, size_t errlen);
+/* agg_check_event() of the view's plan: 0, or -1 with a message. Any thread. */
+int		 store_check(struct store *s, size_t view,
+		    const struct agg_value *fields, char *err, size_t errlen);
+/*
+ * Trim what no window can see as of now_ms - slack on the shard, and drop
+ * entities left empty whose TTL (if any) has passed.  Shard writer only.
+ */
+void		 store_evict(struct store *s, int shard, int64_t now_ms);
+
+/*
+ * Checkpoints.  A checkpoint collects the encoded dirty entities of every
+ * shard (each collected by its own writer at the same cut), the Kafka
+ * positions of that cut, and the held messages; commit writes it all in
+ * one SQLite transaction.
+ */
+struct store_ckpt *store_ckpt_new(void);
+void		 store_ckpt_free(struct store_ckpt *c);
+/* Shard writer: move the shard's dirty entities into c.  Thread-safe across shards. */
+void		 store_ckpt_collect(struct store *s, int shard, struct store_ckpt *c);
+void		 store_ckpt_offset(struct store_ckpt *c, const char *topic,
+		    int32_t partition, int64_t next_offset);
+void		 store_ckpt_held(struct store_ckpt *c, const struct store_held *h);
+/* Replace the stored held messages with those of c (even when c has none). */
+void		 store_ckpt_held_replace(struct store_ckpt *c);
+size_t		 store_ckpt_nentities(const struct store_ckpt *c);
+/* Write c in one transaction.  Returns 0, or -1 (nothing written). */
+int		 store_ckpt_commit(struct store *s, struct store_ckpt *c,
+		    char *err, size_t errlen);
+
+/* Number of entities of a view in memory. */
+size_t		 store_view_entities(struct store *s, size_t view);
+/* Bytes of entity state held in memory (states, keys, table). */
+size_t		 store_mem_bytes(struct store *s);
+
+/* Lookup statuses (SPEC §5). */
+enum store_status {
+	STORE_PRESENT = 0,
+	STORE_NULL_VALUE,
+	STORE_NOT_FOUND,
+	STORE_OUTSIDE_MAX_AGE,
+};
+const char	*store_status_name(enum store_status st);
+
+/* One requested output of a view: feature index and window index. */
+struct store_output {
+	size_t		 feature;
+	size_t		 window;
+};
+
+/*
+ * Look up outputs of one entity as of *as_of_ms (SPEC §5).  For each output
+ * writes a JSON value (new reference) into values[i] and a status into
+ * statuses[i]; *event_ts is the entity's newest event (or -1 when not
+ * found).  With as_of_default set, *as_of_ms (now) is raised to the
+ * newest event when that is later (an event up to max_future ahead of
+ * our clock), else an earlier as_of is refused: returns -1 with a message
+ * (a client error).  Returns 0 otherwise.
+ */
+int		 store_lookup(struct store *s, size_t view, const char *key,
+		    size_t keylen, int64_t *as_of_ms, int as_of_default,
+		    const struct store_output *outs, size_t nouts,
+		    json_t **values, enum store_status *statuses,
+		    int64_t *event_ts, char *err, size_t errlen);
+
+/* A result value as JSON (new reference; lists as arrays). */
+json_t		*store_value_json(const struct agg_value *v);
+
+#endif

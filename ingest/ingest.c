@@ -1,0 +1,1118 @@
+/*
+ * ingest: the consumer thread that turns Kafka messages into online
+ * feature state (see ingest.h and docs/design-ingest.md).
+ *
+ * One consumer thread polls batches, decodes each message with its
+ * source's decoder, applies the event to every view of the source in the
+ * store (the store's per-shard locks let lookups run meanwhile), and every
+ * checkpoint interval collects the dirty entity states together with the
+ * next offset of every partition.  A writer thread commits checkpoints to
+ * SQLite so the consumer never waits on the disk, one checkpoint at a
+ * time and in order.  Positions are taken from our own store on every
+ * assignment; Kafka's group offsets are committed afterwards only so that
+ * standard tools show the group's lag.
+ */
+#include "ingest/ingest.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/util.h"
+#include "common/xmalloc.h"
+#include "features/agg-internal.h"
+#include "features/features.h"
+#include "features/store.h"
+#include "ingest/ingest-internal.h"
+
+#define INGEST_BATCH		1024
+#define INGEST_FUTURE_DLQ_MS	(60 * 60 * 1000)	/* beyond: dead-letter */
+#define INGEST_EVICT_MS		(60 * 1000)
+#define INGEST_KEYMAX		1024
+
+/* One view fed by a source: where its key parts are in the source's fields. */
+struct ingest_view {
+	size_t		 view;		/* index in the repo */
+	size_t		*keyidx;	/* per join key, index in fields */
+	size_t		 nkeys;
+};
+
+struct ingest_source {
+	const struct repo_source	*src;
+	struct ingest_decoder		*dec;
+	struct ingest_view		*views;
+	size_t				 nviews;
+	int64_t				 max_future_ms;
+	struct metric			*m_ok, *m_bad, *m_late, *m_future;
+};
+
+/* A partition we consume: position and catch-up time. */
+struct ingest_part {
+	char		*topic;
+	int32_t		 partition;
+	int64_t		 next;		/* next offset to process */
+	int64_t		 stored;	/* next offset in the last checkpoint */
+	_Atomic int64_t	 lag;		/* messages behind the head, -1 unknown */
+	_Atomic int64_t	 eof_at_ms;	/* last time we were at the head */
+	int		 assigned;
+};
+
+/* A message held until its timestamp is due (future events). */
+struct ingest_held {
+	struct store_held	 h;
+	size_t			 source;
+};
+
+struct ingest {
+	const struct config	*cfg;
+	struct store		*store;
+	const struct repo	*repo;
+	struct metrics		*m;
+	struct ingest_options	 opt;
+	rd_kafka_t		*rk;
+	rd_kafka_t		*dlq;
+	rd_kafka_queue_t	*queue;
+	struct ingest_registry	*reg;
+	struct ingest_source	*sources;
+	size_t			 nsources;
+
+	/* Partitions; the table is changed by the consumer thread only, under lock. */
+	pthread_mutex_t		 part_lock;
+	struct ingest_part	*parts;
+	size_t			 nparts, partcap;
+	_Atomic int		 assigned_once;
+
+	struct ingest_held	*held;
+	size_t			 nheld, heldcap;
+	int			 held_dirty;
+
+	pthread_t		 thread;
+	int			 started;
+	_Atomic int		 stopping;
+
+	/*
+	 * The writer: at most one checkpoint pending.  wlock guards pending,
+	 * wbusy and wstop; the consumer waits on wdone before handing over
+	 * the next checkpoint, so checkpoints commit in order.
+	 */
+	pthread_t		 writer;
+	pthread_mutex_t		 wlock;
+	pthread_cond_t		 wcond;
+	pthread_cond_t		 wdone;
+	struct store_ckpt	*pending;
+	int			 wbusy;
+	int			 wstop;
+	int			 wfailed;
+
+	int64_t			 last_ckpt_ms;
+	int64_t			 last_evict_ms;
+	struct metric_family	*m_events;
+	struct metric_family	*m_lag;
+	struct metric		*m_fresh;
+	struct metric		*m_dlq_fail;
+	struct metric		*m_ckpt_fail;
+	char			 keybuf[INGEST_KEYMAX];
+};
+
+static void	ingest_checkpoint(struct ingest *in, int wait);
+
+static struct ingest_part *
+part_find(struct ingest *in, const char *topic, int32_t partition)
+{
+	for (size_t i = 0; i < in->nparts; i++)
+		if (in->parts[i].partition == partition &&
+		    strcmp(in->parts[i].topic, topic) == 0)
+			return &in->parts[i];
+	return NULL;
+}
+
+static struct ingest_part *
+part_get(struct ingest *in, const char *topic, int32_t partition)
+{
+	struct ingest_part	*p = part_find(in, topic, partition);
+
+	if (p != NULL)
+		return p;
+	pthread_mutex_lock(&in->part_lock);
+	in->parts = xgrow(in->parts, &in->partcap, in->nparts + 1,
+	    sizeof *in->parts);
+	p = &in->parts[in->nparts++];
+	memset(p, 0, sizeof *p);
+	p->topic = xstrdup(topic);
+	p->partition = partition;
+	p->next = -1;
+	p->stored = -1;
+	atomic_store(&p->lag, -1);
+	pthread_mutex_unlock(&in->part_lock);
+	return p;
+}
+
+/* ------------------------------------------------------------------ */
+/* Dead letters. */
+
+static void
+dlq_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+	struct ingest	*in = opaque;
+
+	(void)rk;
+	if (msg->err) {
+		metric_inc(in->m_dlq_fail);
+		log_error("ingest", "dead-letter delivery failed: %s",
+		    rd_kafka_err2str(msg->err));
+	}
+}
+
+static void
+dead_letter(struct ingest *in, const rd_kafka_message_t *msg,
+    const char *source, const char *reason)
+{
+	rd_kafka_headers_t	*hdrs = rd_kafka_headers_new(5);
+	char			 part[16], off[24];
+	rd_kafka_resp_err_t	 err;
+	const char		*topic = rd_kafka_topic_name(msg->rkt);
+
+	snprintf(part, sizeof part, "%d", (int)msg->partition);
+	snprintf(off, sizeof off, "%lld", (long long)msg->offset);
+	rd_kafka_header_add(hdrs, "reason", -1, reason, -1);
+	rd_kafka_header_add(hdrs, "source", -1, source, -1);
+	rd_kafka_header_add(hdrs, "topic", -1, topic, -1);
+	rd_kafka_header_add(hdrs, "partition", -1, part, -1);
+	rd_kafka_header_add(hdrs, "offset", -1, off, -1);
+	for (;;) {
+		err = rd_kafka_producev(in->dlq,
+		    RD_KAFKA_V_TOPIC(in->cfg->kafka.dead_letter_topic),
+		    RD_KAFKA_V_VALUE(msg->payload, msg->len),
+		    RD_KAFKA_V_KEY(msg->key, msg->key_len),
+		    RD_KAFKA_V_HEADERS(hdrs),
+		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		    RD_KAFKA_V_END);
+		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+			break;
+		rd_kafka_poll(in->dlq, 100);
+	}
+	if (err) {
+		/* Not lost: the checkpoint flush fails and we stop advancing. */
+		rd_kafka_headers_destroy(hdrs);
+		metric_inc(in->m_dlq_fail);
+		log_error("ingest", "dead-letter produce failed: %s",
+		    rd_kafka_err2str(err));
+	}
+	rd_kafka_poll(in->dlq, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Applying events. */
+
+/* Render view v's key from the decoded fields; -1 when it cannot. */
+static int
+view_key(struct ingest *in, const struct ingest_view *v,
+    const struct agg_value *vals, size_t *len)
+{
+	size_t	n = 0;
+
+	for (size_t k = 0; k < v->nkeys; k++) {
+		const struct agg_value	*x = &vals[v->keyidx[k]];
+		int			 w;
+
+		if (k > 0) {
+			if (n + 1 >= sizeof in->keybuf)
+				return -1;
+			in->keybuf[n++] = '|';
+		}
+		if (x->type == AGG_INT) {
+			w = snprintf(in->keybuf + n, sizeof in->keybuf - n,
+			    "%lld", (long long)x->u.i);
+			if (w < 0 || (size_t)w >= sizeof in->keybuf - n)
+				return -1;
+			n += (size_t)w;
+		} else if (x->type == AGG_STRING) {
+			if (n + x->u.s.len >= sizeof in->keybuf)
+				return -1;
+			memcpy(in->keybuf + n, x->u.s.ptr, x->u.s.len);
+			n += x->u.s.len;
+		} else
+			return -1;
+	}
+	*len = n;
+	return 0;
+}
+
+/* Result of handling one message. */
+enum ingest_result { R_OK, R_BAD, R_LATE, R_HELD, R_RETRY };
+
+static enum ingest_result
+ingest_apply(struct ingest *in, size_t si, const void *payload, size_t len,
+    int32_t partition, int64_t offset, int64_t now, int allow_hold,
+    int64_t *ts_out, char *reason, size_t reasonlen)
+{
+	struct ingest_source	*s = &in->sources[si];
+	struct ingest_event	 ev;
+	enum ingest_reason	 code;
+	int			 rc, applied = 0, late = 0;
+	size_t			 klen;
+
+	rc = ingest_decode(s->dec, payload, len, &ev, &code, reason, reasonlen);
+	if (rc == INGEST_RETRY)
+		return R_RETRY;
+	if (rc != INGEST_OK)
+		return R_BAD;
+	*ts_out = ev.ts_ms;
+	if (ev.ts_ms > now + s->max_future_ms) {
+		if (ev.ts_ms > now + INGEST_FUTURE_DLQ_MS) {
+			snprintf(reason, reasonlen, "future_timestamp: %lld is "
+			    "%llds ahead of the daemon clock (limit 1h)",
+			    (long long)ev.ts_ms,
+			    (long long)((ev.ts_ms - now) / 1000));
+			return R_BAD;
+		}
+		if (allow_hold)
+			return R_HELD;
+	}
+	/* Check every view first so a bad event changes nothing. */
+	for (size_t i = 0; i < s->nviews; i++) {
+		char tmp[256];
+
+		if (view_key(in, &s->views[i], ev.values, &klen) != 0) {
+			snprintf(reason, reasonlen, "bad_key: key of view %s "
+			    "is too long", in->repo->views[s->views[i].view].name);
+			return R_BAD;
+		}
+		if (store_check(in->store, s->views[i].view, ev.values, tmp,
+		    sizeof tmp) != 0) {
+			snprintf(reason, reasonlen, "wrong_type: %s",
+			    strncmp(tmp, "wrong type: ", 12) == 0 ? tmp + 12 : tmp);
+			return R_BAD;
+		}
+	}
+	for (size_t i = 0; i < s->nviews; i++) {
+		size_t	view = s->views[i].view;
+		int	shard;
+
+		view_key(in, &s->views[i], ev.values, &klen);
+		shard = store_shard_of(in->store, view, in->keybuf, klen);
+		rc = store_apply(in->store, shard, view, in->keybuf, klen,
+		    ev.ts_ms, partition, offset, ev.values, reason, reasonlen);
+		if (rc == AGG_ADD_OK)
+			applied = 1;
+		else if (rc == AGG_ADD_TOO_OLD)
+			late = 1;
+		else
+			log_warn("ingest", "view %s: %s",
+			    in->repo->views[view].name, reason);
+	}
+	if (applied) {
+		metric_observe(in->m_fresh, (double)(now - ev.ts_ms) / 1000.0);
+		return R_OK;
+	}
+	return late ? R_LATE : R_OK;
+}
+
+static void
+count_result(struct ingest_source *s, enum ingest_result r)
+{
+	switch (r) {
+	case R_OK:
+		metric_inc(s->m_ok);
+		break;
+	case R_BAD:
+		metric_inc(s->m_bad);
+		break;
+	case R_LATE:
+		metric_inc(s->m_late);
+		break;
+	case R_HELD:
+		metric_inc(s->m_future);
+		break;
+	case R_RETRY:
+		break;
+	}
+}
+
+static void
+hold_message(struct ingest *in, size_t si, const rd_kafka_message_t *msg,
+    int64_t due)
+{
+	struct ingest_held	*h;
+
+	in->held = xgrow(in->held, &in->heldcap, in->nheld + 1,
+	    sizeof *in->held);
+	h = &in->held[in->nheld++];
+	memset(h, 0, sizeof *h);
+	h->source = si;
+	h->h.topic = xstrdup(rd_kafka_topic_name(msg->rkt));
+	h->h.partition = msg->partition;
+	h->h.offset = msg->offset;
+	h->h.due_ms = due;
+	h->h.keylen = msg->key_len;
+	if (msg->key_len) {
+		h->h.key = xmalloc(msg->key_len);
+		memcpy(h->h.key, msg->key, msg->key_len);
+	}
+	h->h.len = msg->len;
+	h->h.payload = xmalloc(msg->len ? msg->len : 1);
+	if (msg->len)
+		memcpy(h->h.payload, msg->payload, msg->len);
+	in->held_dirty = 1;
+}
+
+/* Apply held messages that are due. */
+static void
+release_held(struct ingest *in, int64_t now)
+{
+	char	reason[512];
+	size_t	j = 0;
+	int64_t	ts;
+
+	for (size_t i = 0; i < in->nheld; i++) {
+		struct ingest_held	*h = &in->held[i];
+		enum ingest_result	 r;
+
+		if (h->h.due_ms > now) {
+			in->held[j++] = *h;
+			continue;
+		}
+		r = ingest_apply(in, h->source, h->h.payload, h->h.len,
+		    h->h.partition, h->h.offset, now, 0, &ts, reason,
+		    sizeof reason);
+		if (r == R_RETRY) {
+			in->held[j++] = *h;
+			continue;
+		}
+		count_result(&in->sources[h->source], r == R_HELD ? R_OK : r);
+		if (r == R_BAD)
+			log_warn("ingest", "held message %s/%d@%lld: %s",
+			    h->h.topic, (int)h->h.partition,
+			    (long long)h->h.offset, reason);
+		free(h->h.topic);
+		free(h->h.key);
+		free(h->h.payload);
+		in->held_dirty = 1;
+	}
+	in->nheld = j;
+}
+
+static size_t
+source_of(struct ingest *in, const char *topic)
+{
+	for (size_t i = 0; i < in->nsources; i++)
+		if (strcmp(in->sources[i].src->topic, topic) == 0)
+			return i;
+	return (size_t)-1;
+}
+
+/*
+ * Handle one message.  Returns 0 when it is done with (its offset may be
+ * checkpointed), -1 when it must be read again later (registry down).
+ */
+static int
+handle_message(struct ingest *in, rd_kafka_message_t *msg, int64_t now)
+{
+	const char		*topic = rd_kafka_topic_name(msg->rkt);
+	struct ingest_part	*p = part_get(in, topic, msg->partition);
+	size_t			 si = source_of(in, topic);
+	char			 reason[512];
+	enum ingest_result	 r;
+	int64_t			 ts = 0;
+
+	if (msg->offset < p->next)
+		return 0;	/* seen already (a seek replay) */
+	if (si == (size_t)-1) {
+		p->next = msg->offset + 1;
+		return 0;
+	}
+	r = ingest_apply(in, si, msg->payload, msg->len, msg->partition,
+	    msg->offset, now, 1, &ts, reason, sizeof reason);
+	if (r == R_RETRY) {
+		log_warn("ingest", "%s [%d] offset %lld: %s; retrying", topic,
+		    (int)msg->partition, (long long)msg->offset, reason);
+		return -1;
+	}
+	if (r == R_BAD)
+		dead_letter(in, msg, in->sources[si].src->name, reason);
+	else if (r == R_HELD)	/* due when no longer beyond max_future */
+		hold_message(in, si, msg, ts - in->sources[si].max_future_ms);
+	count_result(&in->sources[si], r);
+	p->next = msg->offset + 1;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Checkpoints. */
+
+static void *
+writer_main(void *arg)
+{
+	struct ingest		*in = arg;
+	struct store_ckpt	*c;
+	char			 err[512];
+
+	pthread_mutex_lock(&in->wlock);
+	for (;;) {
+		while (in->pending == NULL && !in->wstop)
+			pthread_cond_wait(&in->wcond, &in->wlock);
+		if (in->pending == NULL && in->wstop)
+			break;
+		c = in->pending;
+		in->wbusy = 1;
+		pthread_mutex_unlock(&in->wlock);
+		/* A failed commit is retried: the checkpoint holds state we must not drop. */
+		while (store_ckpt_commit(in->store, c, err, sizeof err) != 0) {
+			metric_inc(in->m_ckpt_fail);
+			log_error("ingest", "checkpoint failed: %s; retrying",
+			    err);
+			pthread_mutex_lock(&in->wlock);
+			in->wfailed = 1;
+			pthread_mutex_unlock(&in->wlock);
+			struct timespec ts = { 1, 0 };
+			nanosleep(&ts, NULL);
+		}
+		store_ckpt_free(c);
+		pthread_mutex_lock(&in->wlock);
+		in->pending = NULL;
+		in->wbusy = 0;
+		in->wfailed = 0;
+		pthread_cond_broadcast(&in->wdone);
+	}
+	pthread_mutex_unlock(&in->wlock);
+	return NULL;
+}
+
+static void
+writer_wait_idle(struct ingest *in)
+{
+	pthread_mutex_lock(&in->wlock);
+	while (in->pending != NULL || in->wbusy)
+		pthread_cond_wait(&in->wdone, &in->wlock);
+	pthread_mutex_unlock(&in->wlock);
+}
+
+/* Commit Kafka group offsets (informational: lag tools read them). */
+static void
+commit_group_offsets(struct ingest *in)
+{
+	rd_kafka_topic_partition_list_t	*l;
+
+	l = rd_kafka_topic_partition_list_new((int)in->nparts);
+	for (size_t i = 0; i < in->nparts; i++)
+		if (in->parts[i].assigned && in->parts[i].next >= 0)
+			rd_kafka_topic_partition_list_add(l, in->parts[i].topic,
+			    in->parts[i].partition)->offset = in->parts[i].next;
+	if (l->cnt > 0)
+		rd_kafka_commit(in->rk, l, 1);
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
+/*
+ * Collect a checkpoint at the current cut and hand it to the writer.
+ * The dead-letter producer is flushed first: offsets of dead-lettered
+ * messages must not be checkpointed before the records are in Kafka.
+ */
+static void
+ingest_checkpoint(struct ingest *in, int wait)
+{
+	struct store_ckpt	*c;
+	int			 progressed = 0;
+
+	if (rd_kafka_outq_len(in->dlq) > 0 &&
+	    rd_kafka_flush(in->dlq, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		log_warn("ingest", "dead-letter topic not reachable; "
+		    "checkpoint postponed");
+		return;
+	}
+	/* Wait for the previous checkpoint: they commit in order. */
+	writer_wait_idle(in);
+	c = store_ckpt_new();
+	for (int s = 0; s < store_nshards(in->store); s++)
+		store_ckpt_collect(in->store, s, c);
+	for (size_t i = 0; i < in->nparts; i++) {
+		struct ingest_part *p = &in->parts[i];
+
+		if (p->next >= 0 && p->next != p->stored) {
+			store_ckpt_offset(c, p->topic, p->partition, p->next);
+			p->stored = p->next;
+			progressed = 1;
+		}
+	}
+	if (in->held_dirty) {
+		store_ckpt_held_replace(c);
+		for (size_t i = 0; i < in->nheld; i++)
+			store_ckpt_held(c, &in->held[i].h);
+		in->held_dirty = 0;
+		progressed = 1;
+	}
+	if (!progressed && store_ckpt_nentities(c) == 0) {
+		store_ckpt_free(c);
+		return;
+	}
+	pthread_mutex_lock(&in->wlock);
+	in->pending = c;
+	pthread_cond_signal(&in->wcond);
+	pthread_mutex_unlock(&in->wlock);
+	if (wait)
+		writer_wait_idle(in);
+	commit_group_offsets(in);
+}
+
+/* ------------------------------------------------------------------ */
+/* Rebalancing. */
+
+static void
+on_assign(struct ingest *in, rd_kafka_topic_partition_list_t *parts,
+    int incremental)
+{
+	rd_kafka_error_t	*e = NULL;
+	rd_kafka_resp_err_t	 err = 0;
+
+	for (int i = 0; i < parts->cnt; i++) {
+		rd_kafka_topic_partition_t	*tp = &parts->elems[i];
+		struct ingest_part		*p;
+		int64_t				 next;
+
+		p = part_get(in, tp->topic, tp->partition);
+		if (store_offset_get(in->store, tp->topic, tp->partition,
+		    &next) == 0) {
+			tp->offset = next;
+			p->next = p->stored = next;
+		} else {
+			tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+			p->next = p->stored = -1;
+		}
+		p->assigned = 1;
+		atomic_store(&p->eof_at_ms, 0);
+		log_info("ingest", "assigned %s [%d] at %s%lld", tp->topic,
+		    (int)tp->partition, next < 0 || tp->offset < 0 ?
+		    "the beginning " : "offset ", (long long)(tp->offset < 0 ?
+		    0 : tp->offset));
+	}
+	if (incremental)
+		e = rd_kafka_incremental_assign(in->rk, parts);
+	else
+		err = rd_kafka_assign(in->rk, parts);
+	if (e != NULL) {
+		log_error("ingest", "assign: %s", rd_kafka_error_string(e));
+		rd_kafka_error_destroy(e);
+	} else if (err)
+		log_error("ingest", "assign: %s", rd_kafka_err2str(err));
+	atomic_store(&in->assigned_once, 1);
+}
+
+static void
+on_revoke(struct ingest *in, rd_kafka_topic_partition_list_t *parts,
+    int incremental)
+{
+	/* Flush and commit the state of everything consumed so far. */
+	ingest_checkpoint(in, 1);
+	for (int i = 0; i < parts->cnt; i++) {
+		struct ingest_part *p = part_find(in, parts->elems[i].topic,
+		    parts->elems[i].partition);
+
+		if (p != NULL)
+			p->assigned = 0;
+	}
+	if (incremental) {
+		rd_kafka_error_t *e = rd_kafka_incremental_unassign(in->rk, parts);
+
+		if (e != NULL)
+			rd_kafka_error_destroy(e);
+	} else
+		rd_kafka_assign(in->rk, NULL);
+	log_info("ingest", "revoked %d partitions", parts->cnt);
+}
+
+static void
+rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+    rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	struct ingest	*in = opaque;
+	int		 inc = strcmp(rd_kafka_rebalance_protocol(rk),
+			    "COOPERATIVE") == 0;
+
+	if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+		on_assign(in, parts, inc);
+	else
+		on_revoke(in, parts, inc);
+}
+
+/* ------------------------------------------------------------------ */
+/* The consumer thread. */
+
+static void
+update_lag(struct ingest *in)
+{
+	for (size_t i = 0; i < in->nparts; i++) {
+		struct ingest_part	*p = &in->parts[i];
+		int64_t			 lo, hi;
+
+		if (!p->assigned)
+			continue;
+		if (rd_kafka_get_watermark_offsets(in->rk, p->topic,
+		    p->partition, &lo, &hi) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+		    hi < 0)
+			continue;
+		atomic_store(&p->lag, p->next < 0 ? hi - lo :
+		    (hi > p->next ? hi - p->next : 0));
+		if (p->next >= hi)
+			atomic_store(&p->eof_at_ms, util_now_ms());
+	}
+}
+
+static void *
+consumer_main(void *arg)
+{
+	struct ingest		*in = arg;
+	rd_kafka_message_t	*msgs[INGEST_BATCH];
+	ssize_t			 n;
+
+	while (!atomic_load(&in->stopping)) {
+		int64_t now;
+
+		n = rd_kafka_consume_batch_queue(in->queue, 100, msgs,
+		    INGEST_BATCH);
+		now = util_now_ms();
+		for (ssize_t i = 0; i < n; i++) {
+			rd_kafka_message_t *msg = msgs[i];
+
+			if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+				struct ingest_part *p = part_get(in,
+				    rd_kafka_topic_name(msg->rkt),
+				    msg->partition);
+
+				atomic_store(&p->eof_at_ms, now);
+				atomic_store(&p->lag, 0);
+			} else if (msg->err) {
+				log_warn("ingest", "consumer: %s",
+				    rd_kafka_message_errstr(msg));
+			} else if (handle_message(in, msg, now) != 0) {
+				/* Registry down: read this message again. */
+				rd_kafka_topic_partition_list_t *l =
+				    rd_kafka_topic_partition_list_new(1);
+
+				rd_kafka_topic_partition_list_add(l,
+				    rd_kafka_topic_name(msg->rkt),
+				    msg->partition)->offset = msg->offset;
+				rd_kafka_error_t *e =
+				    rd_kafka_seek_partitions(in->rk, l, 5000);
+				if (e != NULL)
+					rd_kafka_error_destroy(e);
+				rd_kafka_topic_partition_list_destroy(l);
+				for (ssize_t j = i; j < n; j++)
+					rd_kafka_message_destroy(msgs[j]);
+				n = 0;
+				struct timespec ts = { 1, 0 };
+				nanosleep(&ts, NULL);
+				break;
+			}
+			rd_kafka_message_destroy(msg);
+		}
+		if (in->nheld > 0)
+			release_held(in, now);
+		if (now - in->last_ckpt_ms >= in->opt.checkpoint_ms) {
+			update_lag(in);
+			ingest_checkpoint(in, 0);
+			in->last_ckpt_ms = now;
+		}
+		if (now - in->last_evict_ms >= INGEST_EVICT_MS) {
+			for (int s = 0; s < store_nshards(in->store); s++)
+				store_evict(in->store, s, now);
+			in->last_evict_ms = now;
+		}
+		rd_kafka_poll(in->dlq, 0);
+	}
+	ingest_checkpoint(in, 1);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Set-up. */
+
+static void
+lag_collector(void *arg)
+{
+	struct ingest	*in = arg;
+	char		 part[16];
+
+	pthread_mutex_lock(&in->part_lock);
+	for (size_t i = 0; i < in->nparts; i++) {
+		struct ingest_part	*p = &in->parts[i];
+		int64_t			 lag = atomic_load(&p->lag);
+
+		if (!p->assigned || lag < 0)
+			continue;
+		snprintf(part, sizeof part, "%d", (int)p->partition);
+		metric_set(metric_get(in->m_lag, p->topic, part), (double)lag);
+	}
+	pthread_mutex_unlock(&in->part_lock);
+}
+
+static void
+kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	(void)rk;
+	if (level <= 3)
+		log_error("kafka", "%s: %s", fac, buf);
+	else if (level <= 4)
+		log_warn("kafka", "%s: %s", fac, buf);
+	else
+		log_debug("kafka", "%s: %s", fac, buf);
+}
+
+static int
+kconf_set(rd_kafka_conf_t *kc, const char *k, const char *v, char *err,
+    size_t errlen)
+{
+	char	kerr[256];
+
+	if (rd_kafka_conf_set(kc, k, v, kerr, sizeof kerr) != RD_KAFKA_CONF_OK) {
+		snprintf(err, errlen, "kafka property %s: %s", k, kerr);
+		return -1;
+	}
+	return 0;
+}
+
+static rd_kafka_conf_t *
+kafka_conf(const struct config *cfg, char *err, size_t errlen)
+{
+	rd_kafka_conf_t	*kc = rd_kafka_conf_new();
+
+	rd_kafka_conf_set_log_cb(kc, kafka_log);
+	if (kconf_set(kc, "bootstrap.servers", cfg->kafka.bootstrap, err,
+	    errlen) != 0)
+		goto fail;
+	for (size_t i = 0; i < cfg->kafka.nproperties; i++)
+		if (kconf_set(kc, cfg->kafka.properties[i].key,
+		    cfg->kafka.properties[i].value, err, errlen) != 0)
+			goto fail;
+	return kc;
+fail:
+	rd_kafka_conf_destroy(kc);
+	return NULL;
+}
+
+static int
+setup_sources(struct ingest *in, char *err, size_t errlen)
+{
+	const struct repo	*r = in->repo;
+
+	in->nsources = r->nsources;
+	in->sources = xcalloc(r->nsources ? r->nsources : 1,
+	    sizeof *in->sources);
+	for (size_t i = 0; i < r->nsources; i++) {
+		struct ingest_source		*s = &in->sources[i];
+		const struct repo_source	*src = &r->sources[i];
+		struct ingest_decoder_config	 dc;
+		const char			**fields, **keys;
+		size_t				 nkeys = 0;
+
+		s->src = src;
+		s->max_future_ms = REPO_DEFAULT_MAX_FUTURE_MS;
+		fields = xcalloc(src->nfields + 1, sizeof *fields);
+		keys = xcalloc(src->nfields + 1, sizeof *keys);
+		for (size_t f = 0; f < src->nfields; f++)
+			fields[f] = src->fields[f].name;
+		for (size_t v = 0; v < r->nviews; v++) {
+			const struct repo_view	*view = &r->views[v];
+			struct ingest_view	*iv;
+
+			if (view->source != src)
+				continue;
+			if (view->max_future_ms < s->max_future_ms)
+				s->max_future_ms = view->max_future_ms;
+			s->views = xrealloc(s->views, (s->nviews + 1) *
+			    sizeof *s->views);
+			iv = &s->views[s->nviews++];
+			iv->view = v;
+			iv->nkeys = view->njoin_keys;
+			iv->keyidx = xcalloc(view->njoin_keys,
+			    sizeof *iv->keyidx);
+			for (size_t k = 0; k < view->njoin_keys; k++) {
+				size_t f, j;
+
+				for (f = 0; f < src->nfields; f++)
+					if (strcmp(src->fields[f].name,
+					    view->join_keys[k]) == 0)
+						break;
+				iv->keyidx[k] = f;
+				for (j = 0; j < nkeys; j++)
+					if (strcmp(keys[j], view->join_keys[k]) == 0)
+						break;
+				if (j == nkeys)
+					keys[nkeys++] = view->join_keys[k];
+			}
+		}
+		memset(&dc, 0, sizeof dc);
+		dc.format = src->format == REPO_FORMAT_AVRO ?
+		    INGEST_FORMAT_AVRO : INGEST_FORMAT_JSON;
+		dc.join_keys = keys;
+		dc.njoin_keys = nkeys;
+		dc.timestamp_field = src->timestamp_field;
+		dc.fields = fields;
+		dc.nfields = src->nfields;
+		dc.schema_json = src->schema_json;
+		dc.registry = in->reg;
+		s->dec = ingest_decoder_new(&dc, err, errlen);
+		free(fields);
+		free(keys);
+		if (s->dec == NULL)
+			return -1;
+		s->m_ok = metric_get(in->m_events, src->name, "ok");
+		s->m_bad = metric_get(in->m_events, src->name, "bad");
+		s->m_late = metric_get(in->m_events, src->name, "late");
+		s->m_future = metric_get(in->m_events, src->name, "future");
+	}
+	return 0;
+}
+
+struct ingest *
+ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
+    const struct ingest_options *opt, char *err, size_t errlen)
+{
+	struct ingest		*in = xcalloc(1, sizeof *in);
+	rd_kafka_conf_t		*kc = NULL;
+	char			 kerr[512];
+	rd_kafka_topic_partition_list_t *topics = NULL;
+	rd_kafka_resp_err_t	 kr;
+
+	in->cfg = cfg;
+	in->store = store;
+	in->repo = store_repo(store);
+	in->m = m;
+	if (opt != NULL)
+		in->opt = *opt;
+	if (in->opt.checkpoint_ms <= 0)
+		in->opt.checkpoint_ms = 1000;
+	if (in->opt.ready_lag_ms <= 0)
+		in->opt.ready_lag_ms = 10000;
+	pthread_mutex_init(&in->part_lock, NULL);
+	pthread_mutex_init(&in->wlock, NULL);
+	pthread_cond_init(&in->wcond, NULL);
+	pthread_cond_init(&in->wdone, NULL);
+
+	in->m_events = metrics_counter(m, "mlopsd_ingest_events_total",
+	    "Messages consumed, by source and result (ok, bad, late, future).",
+	    "source,result");
+	in->m_lag = metrics_gauge(m, "mlopsd_ingest_lag_messages",
+	    "Messages between the consumer's position and the partition head.",
+	    "topic,partition");
+	in->m_fresh = metric_get(metrics_histogram(m,
+	    "mlopsd_feature_freshness_seconds",
+	    "Time from an event's timestamp to its effect being visible online.",
+	    NULL, metrics_latency_buckets, metrics_latency_nbuckets));
+	in->m_dlq_fail = metric_get(metrics_counter(m,
+	    "mlopsd_ingest_dead_letter_failures_total",
+	    "Dead-letter records that could not be produced.", NULL));
+	in->m_ckpt_fail = metric_get(metrics_counter(m,
+	    "mlopsd_online_checkpoint_failures_total",
+	    "Online-store checkpoints that failed and were retried.", NULL));
+
+	if (cfg->kafka.schema_registry != NULL) {
+		struct ingest_registry_config rc;
+
+		memset(&rc, 0, sizeof rc);
+		rc.url = cfg->kafka.schema_registry;
+		if ((in->reg = ingest_registry_new(&rc, err, errlen)) == NULL)
+			goto fail;
+	}
+	if (setup_sources(in, err, errlen) != 0)
+		goto fail;
+
+	/* The consumer. */
+	if ((kc = kafka_conf(cfg, err, errlen)) == NULL)
+		goto fail;
+	if (kconf_set(kc, "group.id", cfg->kafka.group, err, errlen) != 0 ||
+	    kconf_set(kc, "enable.auto.commit", "false", err, errlen) != 0 ||
+	    kconf_set(kc, "enable.auto.offset.store", "false", err, errlen) != 0 ||
+	    kconf_set(kc, "auto.offset.reset", "earliest", err, errlen) != 0 ||
+	    kconf_set(kc, "enable.partition.eof", "true", err, errlen) != 0)
+		goto fail;
+	rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+	rd_kafka_conf_set_opaque(kc, in);
+	if ((in->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, kerr,
+	    sizeof kerr)) == NULL) {
+		snprintf(err, errlen, "kafka consumer: %s", kerr);
+		goto fail;
+	}
+	kc = NULL;
+	rd_kafka_poll_set_consumer(in->rk);
+	in->queue = rd_kafka_queue_get_consumer(in->rk);
+
+	/* The dead-letter producer. */
+	if ((kc = kafka_conf(cfg, err, errlen)) == NULL)
+		goto fail;
+	if (kconf_set(kc, "enable.idempotence", "true", err, errlen) != 0 ||
+	    kconf_set(kc, "linger.ms", "5", err, errlen) != 0)
+		goto fail;
+	rd_kafka_conf_set_dr_msg_cb(kc, dlq_delivery);
+	rd_kafka_conf_set_opaque(kc, in);
+	if ((in->dlq = rd_kafka_new(RD_KAFKA_PRODUCER, kc, kerr,
+	    sizeof kerr)) == NULL) {
+		snprintf(err, errlen, "kafka producer: %s", kerr);
+		goto fail;
+	}
+	kc = NULL;
+
+	topics = rd_kafka_topic_partition_list_new((int)in->nsources);
+	for (size_t i = 0; i < in->nsources; i++)
+		rd_kafka_topic_partition_list_add(topics,
+		    in->sources[i].src->topic, RD_KAFKA_PARTITION_UA);
+	if (topics->cnt > 0 && (kr = rd_kafka_subscribe(in->rk, topics))) {
+		snprintf(err, errlen, "kafka subscribe: %s",
+		    rd_kafka_err2str(kr));
+		goto fail;
+	}
+	rd_kafka_topic_partition_list_destroy(topics);
+	topics = NULL;
+
+	/* Messages held at the last checkpoint. */
+	{
+		struct store_held	*h;
+		size_t			 n;
+
+		if (store_held_load(store, &h, &n) == 0) {
+			for (size_t i = 0; i < n; i++) {
+				size_t si = source_of(in, h[i].topic);
+
+				if (si == (size_t)-1)
+					continue;
+				in->held = xgrow(in->held, &in->heldcap,
+				    in->nheld + 1, sizeof *in->held);
+				in->held[in->nheld].source = si;
+				in->held[in->nheld++].h = h[i];
+				memset(&h[i], 0, sizeof h[i]);
+			}
+			store_held_free(h, n);
+		}
+	}
+	metrics_add_collector(m, lag_collector, in);
+	return in;
+fail:
+	if (kc != NULL)
+		rd_kafka_conf_destroy(kc);
+	if (topics != NULL)
+		rd_kafka_topic_partition_list_destroy(topics);
+	ingest_free(in);
+	return NULL;
+}
+
+int
+ingest_start(struct ingest *in, char *err, size_t errlen)
+{
+	in->last_ckpt_ms = in->last_evict_ms = util_now_ms();
+	if (pthread_create(&in->writer, NULL, writer_main, in) != 0) {
+		snprintf(err, errlen, "cannot start the checkpoint writer");
+		return -1;
+	}
+	if (pthread_create(&in->thread, NULL, consumer_main, in) != 0) {
+		snprintf(err, errlen, "cannot start the consumer thread");
+		pthread_mutex_lock(&in->wlock);
+		in->wstop = 1;
+		pthread_cond_signal(&in->wcond);
+		pthread_mutex_unlock(&in->wlock);
+		pthread_join(in->writer, NULL);
+		return -1;
+	}
+	in->started = 1;
+	return 0;
+}
+
+void
+ingest_stop(struct ingest *in)
+{
+	if (in == NULL || !in->started)
+		return;
+	atomic_store(&in->stopping, 1);
+	pthread_join(in->thread, NULL);
+	/* Leaving the group revokes; the callback checkpoints again (no-op). */
+	rd_kafka_consumer_close(in->rk);
+	writer_wait_idle(in);
+	pthread_mutex_lock(&in->wlock);
+	in->wstop = 1;
+	pthread_cond_signal(&in->wcond);
+	pthread_mutex_unlock(&in->wlock);
+	pthread_join(in->writer, NULL);
+	rd_kafka_flush(in->dlq, 5000);
+	in->started = 0;
+}
+
+void
+ingest_free(struct ingest *in)
+{
+	if (in == NULL)
+		return;
+	ingest_stop(in);
+	if (in->m != NULL)
+		metrics_remove_collector(in->m, lag_collector, in);
+	if (in->queue != NULL)
+		rd_kafka_queue_destroy(in->queue);
+	if (in->rk != NULL)
+		rd_kafka_destroy(in->rk);
+	if (in->dlq != NULL)
+		rd_kafka_destroy(in->dlq);
+	for (size_t i = 0; i < in->nsources; i++) {
+		ingest_decoder_free(in->sources[i].dec);
+		for (size_t v = 0; v < in->sources[i].nviews; v++)
+			free(in->sources[i].views[v].keyidx);
+		free(in->sources[i].views);
+	}
+	free(in->sources);
+	if (in->reg != NULL)
+		ingest_registry_free(in->reg);
+	for (size_t i = 0; i < in->nparts; i++)
+		free(in->parts[i].topic);
+	free(in->parts);
+	for (size_t i = 0; i < in->nheld; i++) {
+		free(in->held[i].h.topic);
+		free(in->held[i].h.key);
+		free(in->held[i].h.payload);
+	}
+	free(in->held);
+	pthread_mutex_destroy(&in->part_lock);
+	pthread_mutex_destroy(&in->wlock);
+	pthread_cond_destroy(&in->wcond);
+	pthread_cond_destroy(&in->wdone);
+	free(in);
+}
+
+int
+ingest_ready(struct ingest *in, char *why, size_t whylen)
+{
+	int64_t	now = util_now_ms();
+	int	assigned = 0;
+
+	if (in->nsources == 0)
+		return 1;
+	if (!atomic_load(&in->assigned_once)) {
+		snprintf(why, whylen, "kafka: no partitions assigned yet");
+		return 0;
+	}
+	pthread_mutex_lock(&in->part_lock);
+	for (size_t i = 0; i < in->nparts; i++) {
+		struct ingest_part *p = &in->parts[i];
+
+		if (!p->assigned)
+			continue;
+		assigned++;
+		if (now - atomic_load(&p->eof_at_ms) > in->opt.ready_lag_ms &&
+		    atomic_load(&p->lag) != 0) {
+			snprintf(why, whylen, "kafka: %s [%d] is %lld messages "
+			    "behind", p->topic, (int)p->partition,
+			    (long long)atomic_load(&p->lag));
+			pthread_mutex_unlock(&in->part_lock);
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&in->part_lock);
+	if (assigned == 0) {
+		snprintf(why, whylen, "kafka: no partitions assigned");
+		return 0;
+	}
+	return 1;
+}
