@@ -13,6 +13,9 @@
  * A field value of an event, as decoded by ingest and read by the
  * aggregations.  Strings are not owned by the value: they point into the
  * decoder's buffer (or the store's copy) and carry their length.
+ * AGG_LIST appears only in aggregation results (last_n): u.l.items is an
+ * array of u.l.n scalar values owned by the engine's scratch (see
+ * agg-internal.h); events never carry lists.
  */
 enum agg_vtype {
 	AGG_NULL = 0,
@@ -20,6 +23,7 @@ enum agg_vtype {
 	AGG_DOUBLE,
 	AGG_BOOL,
 	AGG_STRING,
+	AGG_LIST,	/* results only (last_n): items newest first */
 };
 
 struct agg_value {
@@ -32,6 +36,10 @@ struct agg_value {
 			const char	*ptr;
 			uint32_t	 len;
 		} s;
+		struct {
+			const struct agg_value	*items;
+			uint32_t		 n;
+		} l;
 	} u;
 };
 
