@@ -78,12 +78,6 @@ build() {
 	fi
 	say "autoreconf -fi"
 	autoreconf -fi
-	# Debian's python3 modules (psycopg2, confluent_kafka, avro) live under
-	# /usr/bin/python3, not a pyenv or venv python3 that may come first in
-	# PATH; the e2e tests need them.
-	if [ -z "${PYTHON3:-}" ] && [ -x /usr/bin/python3 ]; then
-		export PYTHON3=/usr/bin/python3
-	fi
 	say "configure (in ./build) ${CONFIGURE_FLAGS:-}"
 	mkdir -p "$builddir"
 	cd "$builddir"
