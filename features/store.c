@@ -723,7 +723,15 @@ store_evict(struct store *s, int shard, int64_t now_ms)
 	int32_t			 part;
 
 	pthread_rwlock_wrlock(&sh->lock);
-	for (size_t b = 0; b < sh->nbuckets; b++)
+	for (size_t b = 0; b < sh->nbuckets; b++) {
+		/*
+		 * Let lookups in every few thousand buckets; the table cannot
+		 * change meanwhile, since this thread is its only writer.
+		 */
+		if (b % 4096 == 4095) {
+			pthread_rwlock_unlock(&sh->lock);
+			pthread_rwlock_wrlock(&sh->lock);
+		}
 		for (e = sh->buckets[b]; e != NULL; e = next) {
 			const struct store_view_rt *v = &s->views[e->view];
 
@@ -743,6 +751,7 @@ store_evict(struct store *s, int shard, int64_t now_ms)
 			if (!e->dirty)
 				shard_mark_dirty(sh, e);
 		}
+	}
 	pthread_rwlock_unlock(&sh->lock);
 }
 
