@@ -107,8 +107,13 @@ struct store_ckpt {
 	int			 held_replace;
 };
 
-/* Scratch for agg_result() on lookup threads; owned by this module. */
-static __thread struct agg_scratch *store_tls_scratch;
+/*
+ * Scratch for agg_result() on lookup threads, one per thread, freed when
+ * the thread exits (the key's destructor): HTTP workers come and go with
+ * the server, and a plain __thread pointer leaked each one's scratch.
+ */
+static pthread_once_t	store_tls_once = PTHREAD_ONCE_INIT;
+static pthread_key_t	store_tls_key;
 
 static const char *store_status_names[] = {
 	"PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"
@@ -1012,6 +1017,34 @@ store_value_json(const struct agg_value *v)
 	}
 }
 
+static void
+store_tls_free(void *sc)
+{
+	agg_scratch_free(sc);
+}
+
+static void
+store_tls_init(void)
+{
+	if (pthread_key_create(&store_tls_key, store_tls_free) != 0)
+		abort();
+}
+
+/* This thread's lookup scratch. */
+static struct agg_scratch *
+store_scratch(void)
+{
+	struct agg_scratch	*sc;
+
+	pthread_once(&store_tls_once, store_tls_init);
+	if ((sc = pthread_getspecific(store_tls_key)) == NULL) {
+		sc = agg_scratch_new();
+		if (pthread_setspecific(store_tls_key, sc) != 0)
+			abort();
+	}
+	return sc;
+}
+
 int
 store_lookup(struct store *s, size_t view, const char *key, size_t keylen,
     int64_t *as_of, int as_of_default, const struct store_output *outs, size_t nouts,
@@ -1027,9 +1060,8 @@ store_lookup(struct store *s, size_t view, const char *key, size_t keylen,
 	int32_t				 part;
 	int				 stale, rc = 0;
 	int64_t				 as_of_ms;
+	struct agg_scratch		*sc = store_scratch();
 
-	if (store_tls_scratch == NULL)
-		store_tls_scratch = agg_scratch_new();
 	pthread_rwlock_rdlock(&sh->lock);
 	e = shard_find(sh, h, view, key, keylen);
 	if (e == NULL || agg_state_newest(e->st, &ts, &part, &off) != 0) {
@@ -1059,7 +1091,7 @@ store_lookup(struct store *s, size_t view, const char *key, size_t keylen,
 			continue;
 		}
 		if (agg_result(v->plan, e->st, outs[i].feature, outs[i].window,
-		    as_of_ms, &val, store_tls_scratch, err, errlen) != 0) {
+		    as_of_ms, &val, sc, err, errlen) != 0) {
 			while (i-- > 0)
 				json_decref(values[i]);
 			rc = -1;
