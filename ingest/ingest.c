@@ -246,6 +246,30 @@ view_key(struct ingest *in, const struct ingest_view *v,
 	return 0;
 }
 
+/*
+ * What an agg_check_event() message says, in the words of the decoder's
+ * reasons (ingest-internal.h): "wrong type: field amount is a string"
+ * becomes "amount is a string", so a dead letter's reason reads
+ * "wrong_type: amount is a string" whichever check refused the event.
+ */
+static const char *const ingest_check_prefixes[] = {
+	"wrong type: field ", "wrong value: field ", "wrong type: ",
+	"wrong value: ",
+};
+
+static const char *
+check_detail(const char *msg)
+{
+	for (size_t i = 0; i < sizeof ingest_check_prefixes /
+	    sizeof ingest_check_prefixes[0]; i++) {
+		size_t	n = strlen(ingest_check_prefixes[i]);
+
+		if (strncmp(msg, ingest_check_prefixes[i], n) == 0)
+			return msg + n;
+	}
+	return msg;
+}
+
 /* Result of handling one message. */
 enum ingest_result { R_OK, R_BAD, R_LATE, R_HELD, R_RETRY };
 
@@ -289,7 +313,7 @@ ingest_apply(struct ingest *in, size_t si, const void *payload, size_t len,
 		if (store_check(in->store, s->views[i].view, ev.values, tmp,
 		    sizeof tmp) != 0) {
 			snprintf(reason, reasonlen, "wrong_type: %s",
-			    strncmp(tmp, "wrong type: ", 12) == 0 ? tmp + 12 : tmp);
+			    check_detail(tmp));
 			return R_BAD;
 		}
 	}
