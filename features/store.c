@@ -75,6 +75,7 @@ struct store {
 	struct store_shard	*shards;
 	int			 nshards;
 	uint64_t		 seed;
+	struct metrics		*m;		/* NULL: no metrics */
 	struct metric_family	*m_entities;
 	struct metric_family	*m_ckpt_seconds;
 	struct metric		*m_ckpt_entities;
@@ -540,6 +541,7 @@ store_open(const struct repo *repo, const char *path, int nshards,
 	    store_load_entities(s, err, errlen) != 0)
 		goto fail;
 	if (m != NULL) {
+		s->m = m;
 		s->m_entities = metrics_gauge(m, "mlopsd_online_entities",
 		    "Entities held in the online store, per feature view.",
 		    "view");
@@ -565,6 +567,9 @@ store_close(struct store *s)
 
 	if (s == NULL)
 		return;
+	/* A scrape must not reach a freed store (a reload closes the old one). */
+	if (s->m != NULL)
+		metrics_remove_collector(s->m, store_collect_metrics, s);
 	for (int i = 0; s->shards != NULL && i < s->nshards; i++) {
 		struct store_shard *sh = &s->shards[i];
 
