@@ -15,6 +15,7 @@
 #include "features/store.h"
 
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -996,6 +997,59 @@ store_mem_bytes(struct store *s)
 	return n;
 }
 
+/*
+ * A JSON string of bytes that may not be UTF-8 (Avro strings are not
+ * checked): every byte that does not start a valid sequence, as jansson
+ * judges it (no overlongs, surrogates or values past U+10FFFF), becomes
+ * '?'.
+ */
+static json_t *
+store_string_json(const char *s, size_t len)
+{
+	const unsigned char	*p = (const unsigned char *)s;
+	json_t			*j;
+	char			*c;
+	size_t			 i = 0, n;
+	uint32_t		 u;
+
+	if ((j = json_stringn(s, len)) != NULL)
+		return j;
+	c = xmalloc(len + 1);
+	while (i < len) {
+		if (p[i] < 0x80) {
+			c[i] = (char)p[i];
+			i++;
+			continue;
+		}
+		if (p[i] >= 0xc2 && p[i] <= 0xdf)
+			n = 1, u = p[i] & 0x1f;
+		else if (p[i] >= 0xe0 && p[i] <= 0xef)
+			n = 2, u = p[i] & 0x0f;
+		else if (p[i] >= 0xf0 && p[i] <= 0xf4)
+			n = 3, u = p[i] & 0x07;
+		else
+			n = 0, u = 0;
+		for (size_t k = 1; n > 0 && k <= n; k++) {
+			if (i + k >= len || (p[i + k] & 0xc0) != 0x80) {
+				n = 0;
+				break;
+			}
+			u = u << 6 | (p[i + k] & 0x3f);
+		}
+		if (n == 0 || (n == 2 && u < 0x800) ||
+		    (u >= 0xd800 && u <= 0xdfff) ||
+		    (n == 3 && (u < 0x10000 || u > 0x10ffff))) {
+			c[i++] = '?';
+			continue;
+		}
+		memcpy(c + i, p + i, n + 1);
+		i += n + 1;
+	}
+	j = json_stringn(c, len);
+	free(c);
+	return j;
+}
+
 json_t *
 store_value_json(const struct agg_value *v)
 {
@@ -1005,11 +1059,14 @@ store_value_json(const struct agg_value *v)
 	case AGG_INT:
 		return json_integer(v->u.i);
 	case AGG_DOUBLE:
+		/* JSON has no NaN or infinity (an Avro double, a sum overflowing). */
+		if (!isfinite(v->u.d))
+			return json_null();
 		return json_real(v->u.d);
 	case AGG_BOOL:
 		return json_boolean(v->u.b);
 	case AGG_STRING:
-		return json_stringn(v->u.s.ptr, v->u.s.len);
+		return store_string_json(v->u.s.ptr, v->u.s.len);
 	case AGG_LIST:
 		a = json_array();
 		for (uint32_t i = 0; i < v->u.l.n; i++)

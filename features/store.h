@@ -133,7 +133,11 @@ int		 store_lookup(struct store *s, size_t view, const char *key,
 		    json_t **values, enum store_status *statuses,
 		    int64_t *event_ts, char *err, size_t errlen);
 
-/* A result value as JSON (new reference; lists as arrays). */
+/*
+ * A result value as JSON (new reference; lists as arrays).  Never NULL:
+ * a NaN or infinite double is null, bytes of a string that are not UTF-8
+ * are '?'.
+ */
 json_t		*store_value_json(const struct agg_value *v);
 
 #endif
