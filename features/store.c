@@ -300,9 +300,37 @@ static const char store_schema[] =
     " PRIMARY KEY(topic, partition, offset)) WITHOUT ROWID;";
 
 /*
+ * What the stored states of a view depend on: its definition (v->hash)
+ * and the layout of its source's field vector, which the plan indexes.
+ * The layout changes with the order of the views reading the source (a
+ * renamed file, views swapped) while no view's definition does.
+ */
+static void
+store_view_fingerprint(const struct repo_view *v, char *hex, size_t len)
+{
+	uint64_t	h = v->hash;
+
+	for (size_t i = 0; i < v->source->nfields; i++)
+		h = util_hash64(v->source->fields[i].name,
+		    strlen(v->source->fields[i].name) + 1, h);
+	snprintf(hex, len, "%016llx", (unsigned long long)h);
+}
+
+static void
+store_stale_add(char ***stale, size_t *n, size_t *cap, const char *topic)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp((*stale)[i], topic) == 0)
+			return;
+	*stale = xgrow(*stale, cap, *n + 1, sizeof **stale);
+	(*stale)[(*n)++] = xstrdup(topic);
+}
+
+/*
  * Compare the stored view definitions with the repo's.  A changed, added
  * or removed view invalidates the state of every view fed by its topic
- * and the topic's offsets: they are rebuilt from the log.
+ * (the old one and the new one, when it moved) and the topic's offsets:
+ * they are rebuilt from the log.
  */
 static int
 store_reconcile(struct store *s, char *err, size_t errlen)
@@ -323,13 +351,12 @@ store_reconcile(struct store *s, char *err, size_t errlen)
 		const struct repo_view	*v = repo_view_find(s->repo, name);
 
 		if (v != NULL) {
-			snprintf(hex, sizeof hex, "%016llx",
-			    (unsigned long long)v->hash);
+			store_view_fingerprint(v, hex, sizeof hex);
 			if (strcmp(hex, hash) == 0)
 				continue;
+			store_stale_add(&stale, &nstale, &cap, v->source->topic);
 		}
-		stale = xgrow(stale, &cap, nstale + 1, sizeof *stale);
-		stale[nstale++] = xstrdup(topic);
+		store_stale_add(&stale, &nstale, &cap, topic);
 	}
 	sqlite3_finalize(q);
 	q = NULL;
@@ -346,10 +373,8 @@ store_reconcile(struct store *s, char *err, size_t errlen)
 		known = sqlite3_step(q) == SQLITE_ROW;
 		sqlite3_finalize(q);
 		q = NULL;
-		if (!known) {
-			stale = xgrow(stale, &cap, nstale + 1, sizeof *stale);
-			stale[nstale++] = xstrdup(v->source->topic);
-		}
+		if (!known)
+			store_stale_add(&stale, &nstale, &cap, v->source->topic);
 	}
 	if (store_exec(s->db, "BEGIN IMMEDIATE", err, errlen) != 0)
 		goto out;
@@ -408,7 +433,7 @@ store_reconcile(struct store *s, char *err, size_t errlen)
 		sqlite3_step(del);
 		sqlite3_finalize(del);
 		del = NULL;
-		snprintf(hex, sizeof hex, "%016llx", (unsigned long long)v->hash);
+		store_view_fingerprint(v, hex, sizeof hex);
 		if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO view_def"
 		    "(view, hash, topic) VALUES(?, ?, ?)", -1, &del,
 		    NULL) != SQLITE_OK)
