@@ -599,15 +599,18 @@ store_close(struct store *s)
 	for (int i = 0; s->shards != NULL && i < s->nshards; i++) {
 		struct store_shard *sh = &s->shards[i];
 
+		/*
+		 * Deleted entities wait in the dirty list for their tombstone;
+		 * the others in it are in the table: look before freeing that.
+		 */
+		for (size_t d = 0; d < sh->ndirty; d++)
+			if (sh->dirty[d]->deleted)
+				entity_free(s, sh->dirty[d]);
 		for (size_t b = 0; b < sh->nbuckets; b++)
 			for (e = sh->buckets[b]; e != NULL; e = next) {
 				next = e->next;
 				entity_free(s, e);
 			}
-		/* Deleted entities wait in the dirty list for their tombstone. */
-		for (size_t d = 0; d < sh->ndirty; d++)
-			if (sh->dirty[d]->deleted)
-				entity_free(s, sh->dirty[d]);
 		free(sh->buckets);
 		free(sh->dirty);
 		free(sh->view_entities);
