@@ -17,15 +17,6 @@ cmd_stub_exec(const struct cmd_entry *self, int argc, char **argv)
 	return CMD_EXIT_USAGE;
 }
 
-const struct cmd_entry cmd_produce_entry = {
-	.name = "produce",
-	.usage = "produce --topic T --key FIELD [--format json|avro] "
-	    "[--schema FILE] [-c FILE]",
-	.summary = "send JSON lines from stdin to a topic (Avro: Confluent "
-	    "framing)",
-	.exec = cmd_stub_exec,
-};
-
 const struct cmd_entry cmd_training_set_entry = {
 	.name = "training-set",
 	.usage = "training-set -c FILE --spine CSV --features LIST [-o CSV]",
