@@ -1,39 +1,91 @@
 /*
  * cmd-dev: `mlopsd dev`, everything embedded for a first look.
  *
- * Starts an in-process Kafka (kmock.c) and the daemon with a config built
- * in memory: the defaults, the mock's bootstrap address, a data directory
- * of its own ($TMPDIR/mlopsd-dev.XXXXXX when TMPDIR is set, else
- * ./mlopsd-dev, kept after exit so a second look finds the same state)
- * and HTTP on --http or 127.0.0.1:8700.  Prints "kafka: HOST:PORT" and,
- * once HTTP listens, "ready: http://HOST:PORT" on stdout for scripts, and
- * logs the rest on stderr.  Ingest, the example repo and the event
- * generator join here as they are written.
+ * Starts an in-process Kafka (kmock.c) with a topic of 4 partitions per
+ * source of the feature repo, the daemon with its feature store side
+ * (online.c) on a config built in memory, and the event generator
+ * (devgen.c) that sends --rate events per second to every source.  The
+ * config is the defaults plus: the mock's bootstrap address, HTTP on
+ * --http or 127.0.0.1:8700, the repo, and a data directory of its own
+ * ($TMPDIR/mlopsd-dev.XXXXXX when TMPDIR is set, else ./mlopsd-dev, kept
+ * after exit).  The Kafka starts empty on every run, so the online store
+ * in that directory is removed at start: its positions would point past
+ * the head of the new topics.
+ *
+ * The repo is --repo DIR, else the example repo, looked for in order at
+ * $MLOPSD_SRCDIR/examples/repo (the source tree: `make check` sets it),
+ * DIR/../examples/repo and DIR/examples/repo where DIR holds the binary
+ * (an in-tree build, an unpacked tarball), and MLOPSD_DATADIR/examples/repo
+ * when the build defines MLOPSD_DATADIR (an installed mlopsd).
+ *
+ * Prints "kafka: HOST:PORT" and, once HTTP listens, "ready: http://HOST:
+ * PORT" and a few curl commands for the repo on stdout for scripts and
+ * people; logs the rest on stderr.  Stops on SIGTERM/SIGINT, exit 0.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cmd/cmd.h"
 #include "cmd/daemon.h"
+#include "cmd/devgen.h"
 #include "cmd/kmock.h"
+#include "cmd/online.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "common/xmalloc.h"
+#include "features/features.h"
 
 #define DEV_HTTP_DEFAULT	"127.0.0.1:8700"
 #define DEV_DATA_DIR		"./mlopsd-dev"
+#define DEV_RATE_DEFAULT	50
+#define DEV_RATE_MAX		1000000
+#define DEV_PARTITIONS		4
+#define DEV_EXAMPLE		"examples/repo"
+
+/* Where the example repo may be; "" is the directory of the binary. */
+static const struct {
+	const char	*env;		/* NULL: the binary's directory */
+	const char	*sub;
+} dev_repo_places[] = {
+	{ "MLOPSD_SRCDIR", "/" DEV_EXAMPLE },
+	{ NULL, "/../" DEV_EXAMPLE },
+	{ NULL, "/" DEV_EXAMPLE },
+};
 
 static void
 cmd_dev_on_listen(void *arg, const char *addr)
 {
-	(void)arg;
+	const struct repo	*repo = arg;
+	const struct repo_view	*v;
+	size_t			 i;
+
 	printf("ready: http://%s\n", addr);
+	printf("try:\n");
+	for (i = 0; i < repo->nviews; i++) {
+		v = &repo->views[i];
+		printf("  curl http://%s/v1/features/%s/%s\n", addr, v->name,
+		    v->njoin_keys == 1 ? "1" : "'1|1'");
+	}
+	for (i = 0; i < repo->nviews; i++) {
+		v = &repo->views[i];
+		if (v->njoin_keys != 1 || v->noutputs == 0)
+			continue;
+		printf("  curl -X POST http://%s/get-online-features -d "
+		    "'{\"features\": [\"%s\"], \"entities\": {\"%s\": "
+		    "[1, 2, 3]}}'\n", addr, v->outputs[0], v->join_keys[0]);
+		break;
+	}
+	printf("  curl http://%s/metrics\n", addr);
 	fflush(stdout);
-	log_info("dev", "try: curl http://%s/readyz  (Ctrl-C stops)", addr);
+	log_info("dev", "serving on http://%s (Ctrl-C stops)", addr);
 }
 
 /* Replace a config string the config owns. */
@@ -63,21 +115,145 @@ cmd_dev_data_dir(char *err, size_t errlen)
 	return dir;
 }
 
+/* Remove the online store of an earlier run; 0 or -1 with err. */
+static int
+cmd_dev_fresh_store(const char *dir, char *err, size_t errlen)
+{
+	static const char *const files[] = {
+		"online.db", "online.db-wal", "online.db-shm",
+	};
+	char	*path;
+	size_t	 i;
+	int	 rc = 0;
+
+	for (i = 0; i < sizeof files / sizeof files[0] && rc == 0; i++) {
+		path = xstrfmt("%s/%s", dir, files[i]);
+		if (unlink(path) == 0) {
+			if (i == 0)
+				log_info("dev", "removed the online store of an "
+				    "earlier run (%s): the in-process Kafka "
+				    "starts empty", path);
+		} else if (errno != ENOENT) {
+			snprintf(err, errlen, "cannot remove %s: %s", path,
+			    strerror(errno));
+			rc = -1;
+		}
+		free(path);
+	}
+	return rc;
+}
+
+static int
+cmd_dev_is_dir(const char *path)
+{
+	struct stat	st;
+
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/*
+ * The example repo (see the top of the file); NULL with the places
+ * tried in err.
+ */
+static char *
+cmd_dev_find_repo(char *err, size_t errlen)
+{
+	char		 exe[PATH_MAX], *path;
+	const char	*base, *exedir = NULL;
+	ssize_t		 n;
+	size_t		 i, off;
+
+	if ((n = readlink("/proc/self/exe", exe, sizeof exe - 1)) > 0) {
+		exe[n] = '\0';
+		exedir = dirname(exe);
+	}
+	off = (size_t)snprintf(err, errlen, "no example repo found (tried");
+	for (i = 0; i < sizeof dev_repo_places / sizeof dev_repo_places[0];
+	    i++) {
+		if (dev_repo_places[i].env != NULL)
+			base = getenv(dev_repo_places[i].env);
+		else
+			base = exedir;
+		if (base == NULL || *base == '\0')
+			continue;
+		path = xstrfmt("%s%s", base, dev_repo_places[i].sub);
+		if (cmd_dev_is_dir(path))
+			return path;
+		if (off < errlen)
+			off += (size_t)snprintf(err + off, errlen - off, " %s",
+			    path);
+		free(path);
+	}
+#ifdef MLOPSD_DATADIR
+	path = xstrdup(MLOPSD_DATADIR "/" DEV_EXAMPLE);
+	if (cmd_dev_is_dir(path))
+		return path;
+	if (off < errlen)
+		off += (size_t)snprintf(err + off, errlen - off, " %s", path);
+	free(path);
+#endif
+	if (off < errlen)
+		snprintf(err + off, errlen - off, "); give --repo DIR or set "
+		    "MLOPSD_SRCDIR to the source tree");
+	return NULL;
+}
+
+/* Parse --rate: events per second, > 0. */
+static int
+cmd_dev_rate(const char *s, double *out)
+{
+	char	*end;
+	double	 v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || !(v > 0) ||
+	    v > DEV_RATE_MAX)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* Create each source's topic once (two sources may share one). */
+static int
+cmd_dev_topics(struct kmock *k, const struct repo *repo, char *err,
+    size_t errlen)
+{
+	size_t	i, j;
+
+	for (i = 0; i < repo->nsources; i++) {
+		for (j = 0; j < i; j++)
+			if (strcmp(repo->sources[j].topic,
+			    repo->sources[i].topic) == 0)
+				break;
+		if (j < i)
+			continue;
+		if (kmock_topic_create(k, repo->sources[i].topic,
+		    DEV_PARTITIONS, err, errlen) == -1)
+			return -1;
+	}
+	return 0;
+}
+
 static int
 cmd_dev_exec(const struct cmd_entry *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "repo", required_argument, NULL, 'r' },
 		{ "http", required_argument, NULL, 'H' },
+		{ "rate", required_argument, NULL, 'R' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct kmock	*k = NULL;
 	struct config	*cfg = NULL;
 	struct daemon	*d = NULL;
-	struct stat	 st;
-	const char	*repo = NULL, *http = DEV_HTTP_DEFAULT;
-	char		 err[1024], *dir = NULL;
+	struct online	*o = NULL;
+	struct devgen	*g = NULL;
+	struct repo	*repo = NULL;
+	const char	*repo_arg = NULL, *http = DEV_HTTP_DEFAULT;
+	char		 err[REPO_ERRLEN], *dir = NULL, *repo_dir = NULL;
+	double		 rate = DEV_RATE_DEFAULT;
 	int		 ch, rc;
 
 	if (cmd_wants_help(self, argc, argv))
@@ -85,10 +261,16 @@ cmd_dev_exec(const struct cmd_entry *self, int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, ":v", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'r':
-			repo = optarg;
+			repo_arg = optarg;
 			break;
 		case 'H':
 			http = optarg;
+			break;
+		case 'R':
+			if (cmd_dev_rate(optarg, &rate) == -1)
+				return cmd_usage_error(self, "--rate: \"%s\" is "
+				    "not a number of events per second above 0 "
+				    "and at most %d", optarg, DEV_RATE_MAX);
 			break;
 		case 'v':
 			cmd_verbose();
@@ -100,36 +282,48 @@ cmd_dev_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (optind < argc)
 		return cmd_usage_error(self, "unexpected argument \"%s\"",
 		    argv[optind]);
-	if (repo != NULL && (stat(repo, &st) == -1 || !S_ISDIR(st.st_mode)))
-		return cmd_usage_error(self, "--repo %s: not a directory", repo);
+	if (repo_arg != NULL && !cmd_dev_is_dir(repo_arg))
+		return cmd_usage_error(self, "--repo %s: not a directory",
+		    repo_arg);
+	if (repo_arg != NULL)
+		repo_dir = xstrdup(repo_arg);
+	else if ((repo_dir = cmd_dev_find_repo(err, sizeof err)) == NULL)
+		return cmd_usage_error(self, "%s", err);
 	if ((cfg = config_defaults(err, sizeof err)) == NULL) {
 		fprintf(stderr, "%s\n", err);
+		free(repo_dir);
 		return CMD_EXIT_USAGE;
 	}
 	log_set_level(cmd_log_level(cfg->log_level));
 
 	rc = CMD_EXIT_FAIL;
-	if ((dir = cmd_dev_data_dir(err, sizeof err)) == NULL) {
+	if ((repo = repo_load(repo_dir, err, sizeof err)) == NULL) {
+		fprintf(stderr, "%s", err);
+		if (err[0] != '\0' && err[strlen(err) - 1] != '\n')
+			fputc('\n', stderr);
+		goto out;
+	}
+	if ((dir = cmd_dev_data_dir(err, sizeof err)) == NULL ||
+	    cmd_dev_fresh_store(dir, err, sizeof err) == -1) {
 		log_error("dev", "%s", err);
 		goto out;
 	}
-	if ((k = kmock_new(1, err, sizeof err)) == NULL) {
+	if ((k = kmock_new(1, err, sizeof err)) == NULL ||
+	    cmd_dev_topics(k, repo, err, sizeof err) == -1) {
 		log_error("dev", "%s", err);
 		goto out;
 	}
 	cmd_dev_set(&cfg->data_dir, dir);
 	cmd_dev_set(&cfg->http.listen, http);
 	cmd_dev_set(&cfg->kafka.bootstrap, kmock_bootstrap(k));
-	if (repo != NULL)
-		cmd_dev_set(&cfg->repo, repo);
+	cmd_dev_set(&cfg->repo, repo_dir);
 
 	printf("kafka: %s\n", kmock_bootstrap(k));
 	fflush(stdout);
-	log_info("dev", "kafka: in-process mock cluster at %s (topics are "
-	    "created with 4 partitions on first use)", kmock_bootstrap(k));
+	log_info("dev", "kafka: in-process mock cluster at %s, one topic of "
+	    "%d partitions per source", kmock_bootstrap(k), DEV_PARTITIONS);
 	log_info("dev", "data dir: %s", dir);
-	if (repo != NULL)
-		log_info("dev", "feature repo: %s", repo);
+	log_info("dev", "feature repo: %s", repo_dir);
 
 	/* The daemon owns cfg from here, also when daemon_new() fails. */
 	d = daemon_new(cfg, err, sizeof err);
@@ -138,26 +332,46 @@ cmd_dev_exec(const struct cmd_entry *self, int argc, char **argv)
 		log_error("dev", "%s", err);
 		goto out;
 	}
-	rc = daemon_run(d, cmd_dev_on_listen, NULL);
+	if ((o = online_new(d, NULL, err, sizeof err)) == NULL) {
+		log_error("dev", "%s", err);
+		goto out;
+	}
+	if ((g = devgen_new(repo, kmock_bootstrap(k),
+	    (uint64_t)util_now_ms(), err, sizeof err)) == NULL ||
+	    devgen_start(g, rate, err, sizeof err) == -1) {
+		log_error("dev", "%s", err);
+		goto out;
+	}
+	/* Registered last, so stopped first: no events after ingest stops. */
+	daemon_on_stop(d, devgen_stop, g);
+	rc = daemon_run(d, cmd_dev_on_listen, repo);
 out:
-	/* Stop the daemon before the Kafka it consumes from. */
+	/* Stop the producers and the daemon before the Kafka they use. */
+	devgen_free(g);
+	online_free(o);
 	daemon_free(d);
 	kmock_free(k);
+	repo_free(repo);
 	if (cfg != NULL)
 		config_free(cfg);
+	free(repo_dir);
 	free(dir);
 	return rc;
 }
 
 const struct cmd_entry cmd_dev_entry = {
 	.name = "dev",
-	.usage = "dev [--repo DIR] [--http ADDR] [-v]",
+	.usage = "dev [--repo DIR] [--http ADDR] [--rate N] [-v]",
 	.summary = "everything embedded for a first look: in-process Kafka, "
-	    "SQLite, HTTP API",
+	    "the example repo, an event generator, HTTP API",
 	.exec = cmd_dev_exec,
 	.help =
-	    "  --repo DIR     the feature repo to serve\n"
+	    "  --repo DIR     the feature repo to serve (default: the example\n"
+	    "                 repo, from $MLOPSD_SRCDIR/examples/repo or next\n"
+	    "                 to the binary)\n"
 	    "  --http ADDR    HTTP listen address (default " DEV_HTTP_DEFAULT ")\n"
+	    "  --rate N       synthetic events per second for each source of\n"
+	    "                 the repo (default 50)\n"
 	    "  -v, --verbose  more log output\n"
 	    "Prints \"kafka: HOST:PORT\" and \"ready: http://HOST:PORT\" on "
 	    "stdout.\n",

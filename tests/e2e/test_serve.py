@@ -341,6 +341,9 @@ def log_level_from_config_and_v():
 def dev_prints_kafka_and_ready_then_stops():
     tmp = tmpdir()
     env = dict(os.environ, TMPDIR=tmp)
+    # dev serves the example repo of the source tree (test_dev.py tests it).
+    env.setdefault("MLOPSD_SRCDIR", os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))))
     for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "JOURNAL_STREAM"):
         env.pop(k, None)
     p = subprocess.Popen([binary(), "dev", "--http", "127.0.0.1:0"],
