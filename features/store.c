@@ -69,6 +69,12 @@ struct store_view_rt {
 
 struct store {
 	const struct repo	*repo;
+	/*
+	 * dblock serializes the connection (opened without SQLite's own
+	 * mutex): the writer commits while ingest reads offsets on an
+	 * assignment.
+	 */
+	pthread_mutex_t		 dblock;
 	sqlite3			*db;
 	char			*path;
 	struct store_view_rt	*views;
@@ -82,12 +88,18 @@ struct store {
 	struct metric		*m_ckpt_entities;
 };
 
-/* One encoded entity in a checkpoint (state NULL: delete the row). */
+/*
+ * One encoded entity in a checkpoint (state NULL: delete the row).  key
+ * and state point into one of the checkpoint's blobs: a collect packs a
+ * shard's keys and states into one allocation, since a checkpoint under
+ * load holds every entity and the writer thread would otherwise free
+ * two blocks per entity into the consumer's malloc arena while it runs.
+ */
 struct ckpt_entity {
 	uint32_t	 view;
-	char		*key;
+	const char	*key;
 	size_t		 keylen;
-	uint8_t		*state;
+	const uint8_t	*state;
 	size_t		 len;
 };
 
@@ -102,6 +114,8 @@ struct store_ckpt {
 	pthread_mutex_t		 lock;
 	struct ckpt_entity	*ents;
 	size_t			 nents, entcap;
+	uint8_t			**blobs;	/* one per collect */
+	size_t			 nblobs, blobcap;
 	struct ckpt_offset	*offs;
 	size_t			 noffs, offcap;
 	struct store_held	*held;
@@ -286,6 +300,7 @@ out:
 static const char store_schema[] =
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=NORMAL;"
+    "PRAGMA cache_size=-65536;"
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS view_def(view TEXT PRIMARY KEY,"
     " hash TEXT NOT NULL, topic TEXT NOT NULL);"
@@ -525,6 +540,7 @@ store_open(const struct repo *repo, const char *path, int nshards,
 {
 	struct store	*s = xcalloc(1, sizeof *s);
 
+	pthread_mutex_init(&s->dblock, NULL);
 	s->repo = repo;
 	s->path = xstrdup(path);
 	s->nshards = nshards < 1 ? 1 : nshards;
@@ -622,6 +638,7 @@ store_close(struct store *s)
 	free(s->views);
 	if (s->db != NULL)
 		sqlite3_close(s->db);
+	pthread_mutex_destroy(&s->dblock);
 	free(s->path);
 	free(s);
 }
@@ -645,9 +662,10 @@ store_offset_get(struct store *s, const char *topic, int32_t partition,
 	sqlite3_stmt	*q;
 	int		 rc = -1;
 
+	pthread_mutex_lock(&s->dblock);
 	if (sqlite3_prepare_v2(s->db, "SELECT next_offset FROM kafka_offset "
 	    "WHERE topic = ? AND partition = ?", -1, &q, NULL) != SQLITE_OK)
-		return -1;
+		goto out;
 	sqlite3_bind_text(q, 1, topic, -1, SQLITE_STATIC);
 	sqlite3_bind_int(q, 2, partition);
 	if (sqlite3_step(q) == SQLITE_ROW) {
@@ -655,6 +673,8 @@ store_offset_get(struct store *s, const char *topic, int32_t partition,
 		rc = 0;
 	}
 	sqlite3_finalize(q);
+out:
+	pthread_mutex_unlock(&s->dblock);
 	return rc;
 }
 
@@ -665,10 +685,15 @@ store_held_load(struct store *s, struct store_held **out, size_t *n)
 	struct store_held	*h = NULL;
 	size_t			 cap = 0, len = 0;
 
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&s->dblock);
 	if (sqlite3_prepare_v2(s->db, "SELECT topic, partition, offset, due_ms,"
 	    " key, payload FROM held_message ORDER BY due_ms", -1, &q,
-	    NULL) != SQLITE_OK)
+	    NULL) != SQLITE_OK) {
+		pthread_mutex_unlock(&s->dblock);
 		return -1;
+	}
 	while (sqlite3_step(q) == SQLITE_ROW) {
 		struct store_held	*x;
 		size_t			 kl = (size_t)sqlite3_column_bytes(q, 4);
@@ -690,6 +715,7 @@ store_held_load(struct store *s, struct store_held **out, size_t *n)
 			memcpy(x->payload, sqlite3_column_blob(q, 5), pl);
 	}
 	sqlite3_finalize(q);
+	pthread_mutex_unlock(&s->dblock);
 	*out = h;
 	*n = len;
 	return 0;
@@ -808,10 +834,9 @@ store_ckpt_free(struct store_ckpt *c)
 {
 	if (c == NULL)
 		return;
-	for (size_t i = 0; i < c->nents; i++) {
-		free(c->ents[i].key);
-		free(c->ents[i].state);
-	}
+	for (size_t i = 0; i < c->nblobs; i++)
+		free(c->blobs[i]);
+	free(c->blobs);
 	for (size_t i = 0; i < c->noffs; i++)
 		free(c->offs[i].topic);
 	store_held_free(c->held, c->nheld);
@@ -826,19 +851,24 @@ store_ckpt_collect(struct store *s, int shard, struct store_ckpt *c)
 {
 	struct store_shard	*sh = &s->shards[shard];
 	struct ckpt_entity	*out;
-	struct agg_buf		 buf = { 0 };
+	struct agg_buf		 buf = { 0 }, blob = { 0 };
 	size_t			 n = sh->ndirty;
+	size_t			*koff, *soff;
 
 	if (n == 0)
 		return;
 	out = xcalloc(n, sizeof *out);
+	koff = xcalloc(n, sizeof *koff);
+	soff = xcalloc(n, sizeof *soff);
+	/* Offsets first: blob moves as it grows.  Byte 0 keeps data non-NULL. */
+	agg_buf_put(&blob, "", 1);
 	for (size_t i = 0; i < n; i++) {
 		struct store_entity *e = sh->dirty[i];
 
 		out[i].view = e->view;
-		out[i].key = xmalloc(e->keylen + 1);
-		memcpy(out[i].key, e->key, e->keylen);
 		out[i].keylen = e->keylen;
+		koff[i] = blob.len;
+		agg_buf_put(&blob, e->key, e->keylen);
 		e->dirty = 0;
 		if (e->deleted) {
 			entity_free(s, e);
@@ -846,13 +876,23 @@ store_ckpt_collect(struct store *s, int shard, struct store_ckpt *c)
 		}
 		/* Only this thread writes e->st: reading it needs no lock. */
 		agg_state_encode(s->views[e->view].plan, e->st, &buf);
-		out[i].state = xmalloc(buf.len ? buf.len : 1);
-		memcpy(out[i].state, buf.data, buf.len);
+		soff[i] = blob.len;
+		agg_buf_put(&blob, buf.data, buf.len);
 		out[i].len = buf.len;
+	}
+	for (size_t i = 0; i < n; i++) {
+		out[i].key = (const char *)blob.data + koff[i];
+		if (soff[i] != 0)
+			out[i].state = blob.data + soff[i];
 	}
 	sh->ndirty = 0;
 	agg_buf_free(&buf);
+	free(koff);
+	free(soff);
 	pthread_mutex_lock(&c->lock);
+	c->blobs = xgrow(c->blobs, &c->blobcap, c->nblobs + 1,
+	    sizeof *c->blobs);
+	c->blobs[c->nblobs++] = blob.data;
 	c->ents = xgrow(c->ents, &c->entcap, c->nents + n, sizeof *c->ents);
 	memcpy(c->ents + c->nents, out, n * sizeof *out);
 	c->nents += n;
@@ -905,8 +945,8 @@ store_ckpt_nentities(const struct store_ckpt *c)
 	return c->nents;
 }
 
-int
-store_ckpt_commit(struct store *s, struct store_ckpt *c, char *err,
+static int
+store_ckpt_write(struct store *s, struct store_ckpt *c, char *err,
     size_t errlen)
 {
 	sqlite3_stmt	*up = NULL, *del = NULL, *off = NULL, *held = NULL;
@@ -989,6 +1029,18 @@ rollback:
 rollback_only:
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	return -1;
+}
+
+int
+store_ckpt_commit(struct store *s, struct store_ckpt *c, char *err,
+    size_t errlen)
+{
+	int	rc;
+
+	pthread_mutex_lock(&s->dblock);
+	rc = store_ckpt_write(s, c, err, errlen);
+	pthread_mutex_unlock(&s->dblock);
+	return rc;
 }
 
 size_t

@@ -7,7 +7,8 @@
  * thread) calling store_apply() and store_ckpt_collect() for it; lookups
  * (store_lookup_*) may run on any number of threads concurrently with it,
  * under the shard's read lock.  store_ckpt_commit() runs on one writer
- * thread.  Offsets and held messages are read at start-up only.
+ * thread; store_offset_get() and store_held_load() may run on any thread,
+ * also while a commit is under way (they wait for it).
  */
 #ifndef MLOPSD_STORE_H
 #define MLOPSD_STORE_H

@@ -1427,6 +1427,87 @@ test_concurrent_lookups(void **state)
 	fx_free(&x);
 }
 
+/*
+ * ingest reads stored offsets on every assignment, on the consumer
+ * thread, while the writer thread may be committing a checkpoint: the
+ * store's one SQLite connection must take that.
+ */
+struct oc {
+	struct fx	*x;
+	_Atomic int	 done;
+	_Atomic int	 bad;
+};
+
+static void *
+oc_committer(void *arg)
+{
+	struct oc	*oc = arg;
+	char		 err[256];
+
+	for (int i = 1; i <= 2000 && !atomic_load(&oc->bad); i++) {
+		struct store_ckpt	*c = store_ckpt_new();
+		struct store_held	 h;
+
+		memset(&h, 0, sizeof h);
+		h.topic = (char *)"clicks";
+		h.offset = i;
+		h.payload = (void *)"{}";
+		h.len = 2;
+		store_ckpt_offset(c, "clicks", 0, i);
+		store_ckpt_offset(c, "clicks", 1, i);
+		store_ckpt_held_replace(c);
+		store_ckpt_held(c, &h);
+		if (store_ckpt_commit(oc->x->s, c, err, sizeof err) != 0)
+			atomic_store(&oc->bad, 1);
+		store_ckpt_free(c);
+	}
+	atomic_store(&oc->done, 1);
+	return NULL;
+}
+
+static void *
+oc_reader(void *arg)
+{
+	struct oc	*oc = arg;
+	int64_t		 last = 0;
+
+	while (!atomic_load(&oc->done)) {
+		int64_t			 next = 0;
+		struct store_held	*h;
+		size_t			 n;
+
+		if (store_offset_get(oc->x->s, "clicks", 0, &next) == 0) {
+			if (next < last)
+				atomic_store(&oc->bad, 2);
+			last = next;
+		}
+		if (store_held_load(oc->x->s, &h, &n) != 0 || n > 1)
+			atomic_store(&oc->bad, 3);
+		store_held_free(h, n);
+	}
+	return NULL;
+}
+
+static void
+test_offsets_while_committing(void **state)
+{
+	struct fx	x;
+	struct oc	oc;
+	pthread_t	a, b;
+
+	(void)state;
+	fx_init(&x, repo_base);
+	memset(&oc, 0, sizeof oc);
+	oc.x = &x;
+	assert_int_equal(pthread_create(&b, NULL, oc_reader, &oc), 0);
+	assert_int_equal(pthread_create(&a, NULL, oc_committer, &oc), 0);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	assert_int_equal(atomic_load(&oc.bad), 0);
+	assert_true(offset_of(&x, "clicks", 1) == 2000);
+	fx_free(&x);
+}
+
 int
 main(void)
 {
@@ -1446,6 +1527,7 @@ main(void)
 		cmocka_unit_test(test_metrics),
 		cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_concurrent_lookups),
+		cmocka_unit_test(test_offsets_while_committing),
 	};
 
 	log_set_level(LOG_ERROR);
