@@ -21,7 +21,12 @@
 #include "features/features.h"
 #include "features/store.h"
 
+/*
+ * Outputs of one GET beyond a view's own (a list may repeat names), and
+ * columns of one Feast request: with 1,000 rows, a million lookups.
+ */
 #define API_MAX_OUTPUTS	256
+#define API_MAX_COLUMNS	1000
 
 struct feature_api {
 	/* lock: read by every lookup, written only to swap the store. */
@@ -78,14 +83,15 @@ api_get_feature(struct http_req *req, void *arg)
 	const char		*want = http_req_query(req, "features");
 	const struct repo	*repo;
 	const struct repo_view	*v;
-	struct store_output	 outs[API_MAX_OUTPUTS];
-	json_t			*vals[API_MAX_OUTPUTS];
-	enum store_status	 sts[API_MAX_OUTPUTS];
-	size_t			 nouts = 0, vi;
+	struct store_output	*outs = NULL;
+	json_t			**vals = NULL;
+	enum store_status	*sts = NULL;
+	size_t			 nouts = 0, vi, maxouts;
 	int64_t			 as_of, ets;
 	int			 dflt = 1;
 	char			 err[256];
 	json_t			*feats, *body;
+	struct agg_value	 kv;
 
 	if (as_of_s != NULL) {
 		if (util_parse_timestamp_ms(as_of_s, &as_of) != 0) {
@@ -104,6 +110,11 @@ api_get_feature(struct http_req *req, void *arg)
 		goto out;
 	}
 	vi = (size_t)(v - repo->views);
+	/* Every output of the view by default, however many it has. */
+	maxouts = v->noutputs > API_MAX_OUTPUTS ? v->noutputs : API_MAX_OUTPUTS;
+	outs = xcalloc(maxouts, sizeof *outs);
+	vals = xcalloc(maxouts, sizeof *vals);
+	sts = xcalloc(maxouts, sizeof *sts);
 	if (want != NULL && *want != '\0') {
 		const char *p = want;
 
@@ -111,10 +122,10 @@ api_get_feature(struct http_req *req, void *arg)
 			const char	*c = strchr(p, ',');
 			size_t		 len = c ? (size_t)(c - p) : strlen(p);
 
-			if (nouts == API_MAX_OUTPUTS) {
+			if (nouts == maxouts) {
 				http_reply_error(req, 400, "bad_request",
-				    "at most %d features per request",
-				    API_MAX_OUTPUTS);
+				    "at most %zu features per request",
+				    maxouts);
 				goto out;
 			}
 			if (view_output(v, p, len, &outs[nouts]) != 0) {
@@ -131,8 +142,6 @@ api_get_feature(struct http_req *req, void *arg)
 	} else {
 		for (size_t f = 0; f < v->nfeatures; f++)
 			for (size_t w = 0; w < v->nwindows; w++) {
-				if (nouts == API_MAX_OUTPUTS)
-					break;
 				outs[nouts].feature = f;
 				outs[nouts++].window = w;
 			}
@@ -153,11 +162,18 @@ api_get_feature(struct http_req *req, void *arg)
 		    store_status_name(sts[i]), "event_timestamp",
 		    ets < 0 ? json_null() : json_integer(ets)));
 	}
-	body = json_pack("{s:s, s:I, s:o}", "entity", key, "as_of",
-	    (json_int_t)as_of, "features", feats);
+	/* The key as a JSON string even when its bytes are not UTF-8. */
+	kv.type = AGG_STRING;
+	kv.u.s.ptr = key;
+	kv.u.s.len = (uint32_t)strlen(key);
+	body = json_pack("{s:o, s:I, s:o}", "entity", store_value_json(&kv),
+	    "as_of", (json_int_t)as_of, "features", feats);
 	http_reply_json(req, 200, body);
 out:
 	pthread_rwlock_unlock(&api->lock);
+	free(outs);
+	free(vals);
+	free(sts);
 }
 
 /* One requested column of /get-online-features. */
@@ -269,6 +285,11 @@ api_get_online_features(struct http_req *req, void *arg)
 		goto out;
 	}
 	ncols = json_array_size(features);
+	if (ncols > API_MAX_COLUMNS) {
+		http_reply_error(req, 400, "bad_request", "%zu features in one "
+		    "request; the limit is %d", ncols, API_MAX_COLUMNS);
+		goto out;
+	}
 	cols = xcalloc(ncols, sizeof *cols);
 	json_array_foreach(features, i, x) {
 		const char	*name = json_string_value(x);

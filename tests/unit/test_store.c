@@ -28,18 +28,25 @@
 #include <math.h>
 #include <ftw.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "common/http.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/util.h"
 #include "common/xmalloc.h"
 #include "features/agg-internal.h"
+#include "features/api.h"
 #include "features/features.h"
 #include "features/store.h"
 
@@ -1508,6 +1515,267 @@ test_offsets_while_committing(void **state)
 	fx_free(&x);
 }
 
+/* ------------------------------------------------------------------ */
+/* The lookup API (features/api.c) over a real HTTP server. */
+
+struct api_fx {
+	struct fx		 x;
+	struct feature_api	*api;
+	struct http_server	*srv;
+};
+
+static void
+api_start(struct api_fx *a, const char *yaml)
+{
+	struct http_config	 cfg = { "127.0.0.1:0", 2, 1 << 20, 5000, NULL };
+	const struct http_route	*routes;
+	size_t			 n;
+	char			 err[256];
+
+	fx_init(&a->x, yaml);
+	a->api = feature_api_new(a->x.s, 1000);
+	routes = feature_api_routes(a->api, &n);
+	a->srv = http_server_new(&cfg, routes, n, NULL, err, sizeof err);
+	if (a->srv == NULL)
+		fail_msg("http_server_new: %s", err);
+	assert_int_equal(http_server_start(a->srv), 0);
+}
+
+static void
+api_stop(struct api_fx *a)
+{
+	http_server_free(a->srv);
+	feature_api_free(a->api);
+	fx_free(&a->x);
+}
+
+/*
+ * One HTTP/1.0 request; returns the status and the body (caller frees),
+ * parsed as JSON into *json when json is not NULL.
+ */
+static int
+http_do(struct api_fx *a, const char *method, const char *target,
+    const char *body, json_t **json)
+{
+	struct sockaddr_in	 sin;
+	struct timeval		 tv = { 10, 0 };
+	char			 host[64], *req, *resp = NULL, *p;
+	size_t			 len = 0, cap = 0, blen = body ? strlen(body) : 0;
+	int			 port, fd, status = -1;
+	ssize_t			 k;
+
+	assert_int_equal(util_split_hostport(http_server_address(a->srv), host,
+	    sizeof host, &port), 0);
+	memset(&sin, 0, sizeof sin);
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)port);
+	inet_pton(AF_INET, host, &sin.sin_addr);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+	req = xstrfmt("%s %s HTTP/1.0\r\nContent-Type: application/json\r\n"
+	    "Content-Length: %zu\r\n\r\n%s", method, target, blen,
+	    body ? body : "");
+	for (size_t off = 0, rl = strlen(req); off < rl; off += (size_t)k) {
+		k = send(fd, req + off, rl - off, MSG_NOSIGNAL);
+		assert_true(k > 0);
+	}
+	free(req);
+	for (;;) {
+		resp = xgrow(resp, &cap, len + 65536, 1);
+		k = recv(fd, resp + len, cap - len - 1, 0);
+		if (k <= 0)
+			break;
+		len += (size_t)k;
+	}
+	close(fd);
+	resp[len] = '\0';
+	sscanf(resp, "HTTP/1.%*d %d", &status);
+	p = strstr(resp, "\r\n\r\n");
+	assert_non_null(p);
+	if (json != NULL) {
+		json_error_t	je;
+
+		*json = json_loads(p + 4, 0, &je);
+		if (*json == NULL)
+			fail_msg("reply is not JSON: %s: %.200s", je.text, p + 4);
+	}
+	free(resp);
+	return status;
+}
+
+static void
+test_api_get(void **state)
+{
+	struct api_fx	 a;
+	json_t		*j, *f;
+	char		*t;
+
+	(void)state;
+	api_start(&a, repo_base);
+	base_events(&a.x);
+	t = xstrfmt("/v1/features/user_clicks/u1?as_of=%lld&features=clicks_1h,"
+	    "spend_avg_1h,recent_1h", (long long)(T0 + 40 * MIN));
+	assert_int_equal(http_do(&a, "GET", t, NULL, &j), 200);
+	free(t);
+	assert_string_equal(json_string_value(json_object_get(j, "entity")),
+	    "u1");
+	assert_true(json_integer_value(json_object_get(j, "as_of")) ==
+	    T0 + 40 * MIN);
+	f = json_object_get(j, "features");
+	assert_int_equal(json_object_size(f), 3);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(f,
+	    "clicks_1h"), "value")), 3);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(f,
+	    "clicks_1h"), "status")), "PRESENT");
+	assert_true(json_integer_value(json_object_get(json_object_get(f,
+	    "clicks_1h"), "event_timestamp")) == T0 + 30 * MIN);
+	assert_true(json_real_value(json_object_get(json_object_get(f,
+	    "spend_avg_1h"), "value")) == 1.75);
+	assert_int_equal(json_array_size(json_object_get(json_object_get(f,
+	    "recent_1h"), "value")), 3);
+	json_decref(j);
+
+	/* All outputs by default; as_of before the newest event: 400. */
+	assert_int_equal(http_do(&a, "GET", "/v1/features/user_clicks/u1",
+	    NULL, &j), 200);
+	assert_int_equal(json_object_size(json_object_get(j, "features")), 10);
+	json_decref(j);
+	assert_int_equal(http_do(&a, "GET", "/v1/features/user_clicks/u1?"
+	    "as_of=1000", NULL, &j), 400);
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(
+	    j, "error"), "message")), "is earlier than the newest event"));
+	json_decref(j);
+	assert_int_equal(http_do(&a, "GET", "/v1/features/nope/u1", NULL, &j),
+	    404);
+	json_decref(j);
+	assert_int_equal(http_do(&a, "GET", "/v1/features/user_clicks/u1?"
+	    "features=clicks_2h", NULL, &j), 404);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(
+	    j, "error"), "message")), "view user_clicks has no feature "
+	    "'clicks_2h'");
+	json_decref(j);
+
+	/* A key that is not UTF-8 is echoed, not a failed reply. */
+	assert_int_equal(http_do(&a, "GET", "/v1/features/user_clicks/%FFx",
+	    NULL, &j), 200);
+	assert_string_equal(json_string_value(json_object_get(j, "entity")),
+	    "?x");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(
+	    json_object_get(j, "features"), "clicks_1h"), "status")),
+	    "NOT_FOUND");
+	json_decref(j);
+	api_stop(&a);
+}
+
+/* A view with more outputs than the fixed limit: all of them by default. */
+static void
+test_api_wide_view(void **state)
+{
+	struct api_fx	 a;
+	char		*yaml, *w = xstrdup(""), *f = xstrdup(""), *t;
+	json_t		*j;
+
+	(void)state;
+	for (int i = 1; i <= 25; i++) {
+		t = xstrfmt("%s%s{size: %dm, hop: 1m}", w, i > 1 ? ", " : "", i);
+		free(w);
+		w = t;
+	}
+	for (int i = 0; i < 11; i++) {
+		t = xstrfmt("%s      - {name: c%d, agg: count}\n", f, i);
+		free(f);
+		f = t;
+	}
+	yaml = xstrfmt("%s  - name: wide\n    entities: [user]\n"
+	    "    source: clicks\n    windows: [%s]\n    features:\n%s",
+	    repo_base, w, f);
+	api_start(&a, yaml);
+	assert_int_equal(repo_view_find(a.x.repo, "wide")->noutputs, 275);
+	assert_int_equal(http_do(&a, "GET", "/v1/features/wide/u1", NULL, &j),
+	    200);
+	assert_int_equal(json_object_size(json_object_get(j, "features")), 275);
+	json_decref(j);
+	api_stop(&a);
+	free(yaml);
+	free(w);
+	free(f);
+}
+
+static void
+test_api_feast(void **state)
+{
+	struct api_fx	 a;
+	json_t		*j, *r;
+	char		*body;
+	size_t		 n;
+	int64_t		 now = util_now_ms();
+	char		 ts[2][40];
+
+	(void)state;
+	api_start(&a, repo_base);
+	/* Lookups are as of now: events of the last hour, within the TTL. */
+	click(&a.x, "u1", now - 30 * MIN, 0, 1, "a");
+	click(&a.x, "u1", now - 20 * MIN, 1, 2, "a");
+	click(&a.x, "u1", now - 10 * MIN, 2, 3, "a");
+	click(&a.x, "u2", now - 15 * MIN, 3, NAN, "a");
+	util_format_rfc3339(now - 10 * MIN, ts[0], sizeof ts[0]);
+	util_format_rfc3339(now - 15 * MIN, ts[1], sizeof ts[1]);
+	assert_int_equal(http_do(&a, "POST", "/get-online-features",
+	    "{\"features\": [\"user_clicks:clicks_1d\", "
+	    "\"user_clicks:spend_avg_1d\"], \"entities\": {\"user_id\": "
+	    "[\"u1\", \"u2\", \"zz\"]}, \"full_feature_names\": true}", &j),
+	    200);
+	body = json_dumps(json_object_get(j, "metadata"), JSON_COMPACT);
+	assert_string_equal(body, "{\"feature_names\":[\"user_id\","
+	    "\"user_clicks__clicks_1d\",\"user_clicks__spend_avg_1d\"]}");
+	free(body);
+	r = json_object_get(j, "results");
+	assert_int_equal(json_array_size(r), 3);
+	body = json_dumps(json_array_get(r, 1), JSON_COMPACT);
+	{
+		char *want = xstrfmt("{\"values\":[3,1,null],\"statuses\":"
+		    "[\"PRESENT\",\"PRESENT\",\"NOT_FOUND\"],"
+		    "\"event_timestamps\":[\"%s\",\"%s\","
+		    "\"1970-01-01T00:00:00Z\"]}", ts[0], ts[1]);
+
+		assert_string_equal(body, want);
+		free(want);
+	}
+	free(body);
+	/* The join-key column comes first, echoed. */
+	body = json_dumps(json_array_get(r, 0), JSON_COMPACT);
+	assert_non_null(strstr(body, "\"values\":[\"u1\",\"u2\",\"zz\"]"));
+	free(body);
+	body = json_dumps(json_object_get(json_array_get(r, 2), "statuses"),
+	    JSON_COMPACT);
+	assert_string_equal(body, "[\"PRESENT\",\"NULL_VALUE\","
+	    "\"NOT_FOUND\"]");
+	free(body);
+	json_decref(j);
+
+	/* More columns than the limit: refused before any lookup. */
+	body = xstrdup("{\"entities\": {\"user_id\": [\"u1\"]}, "
+	    "\"features\": [");
+	n = strlen(body);
+	for (int i = 0; i < 1001; i++) {
+		body = xrealloc(body, n + 40);
+		n += (size_t)sprintf(body + n, "%s\"user_clicks:clicks_1h\"",
+		    i ? "," : "");
+	}
+	body = xrealloc(body, n + 4);
+	strcpy(body + n, "]}");
+	assert_int_equal(http_do(&a, "POST", "/get-online-features", body, &j),
+	    400);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(
+	    j, "error"), "message")), "1001 features in one request; the "
+	    "limit is 1000");
+	json_decref(j);
+	free(body);
+	api_stop(&a);
+}
+
 int
 main(void)
 {
@@ -1528,8 +1796,12 @@ main(void)
 		cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_concurrent_lookups),
 		cmocka_unit_test(test_offsets_while_committing),
+		cmocka_unit_test(test_api_get),
+		cmocka_unit_test(test_api_wide_view),
+		cmocka_unit_test(test_api_feast),
 	};
 
 	log_set_level(LOG_ERROR);
+	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
