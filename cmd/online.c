@@ -12,6 +12,7 @@
 #include "cmd/online.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,13 @@ struct online {
 	char			*dbpath;
 	struct repo		*repo;
 	struct store		*store;
+	/*
+	 * ingest: replaced by a reload on the main thread while /readyz
+	 * asks it on HTTP threads; ilock guards the pointer, and is held
+	 * while readiness is asked so the reload cannot free it meanwhile.
+	 * NULL while a reload swaps it, or when it could not be restarted.
+	 */
+	pthread_mutex_t		 ilock;
 	struct ingest		*ingest;
 	struct feature_api	*api;
 	struct ingest_options	 opt;
@@ -44,8 +52,29 @@ static int
 online_ready(void *arg, char *why, size_t whylen)
 {
 	struct online	*o = arg;
+	int		 ready = 0;
 
-	return ingest_ready(o->ingest, why, whylen);
+	pthread_mutex_lock(&o->ilock);
+	if (o->ingest != NULL)
+		ready = ingest_ready(o->ingest, why, whylen);
+	else
+		snprintf(why, whylen, "ingest is not running (feature repo "
+		    "reload)");
+	pthread_mutex_unlock(&o->ilock);
+	return ready;
+}
+
+/* Swap the ingest pointer under ilock; returns the old one. */
+static struct ingest *
+online_set_ingest(struct online *o, struct ingest *in)
+{
+	struct ingest	*old;
+
+	pthread_mutex_lock(&o->ilock);
+	old = o->ingest;
+	o->ingest = in;
+	pthread_mutex_unlock(&o->ilock);
+	return old;
 }
 
 static void
@@ -62,6 +91,7 @@ online_reload(void *arg, char *err, size_t errlen)
 	struct online	*o = arg;
 	struct repo	*repo;
 	struct store	*store;
+	struct ingest	*in;
 	char		 ierr[512];
 	int		 rc = 0;
 
@@ -74,8 +104,7 @@ online_reload(void *arg, char *err, size_t errlen)
 		return 0;
 	}
 	/* Stop at a checkpoint so the new store opens on a settled database. */
-	ingest_free(o->ingest);
-	o->ingest = NULL;
+	ingest_free(online_set_ingest(o, NULL));
 	store = store_open(repo, o->dbpath, ONLINE_SHARDS, o->m, err, errlen);
 	if (store == NULL) {
 		/* Keep the running repo and store; ingest restarts on them. */
@@ -89,15 +118,14 @@ online_reload(void *arg, char *err, size_t errlen)
 		log_info("online", "feature repo %s loaded: %zu views",
 		    repo->hash_hex, repo->nviews);
 	}
-	o->ingest = ingest_new(o->cfg, o->store, o->m, &o->opt, ierr,
-	    sizeof ierr);
-	if (o->ingest == NULL || ingest_start(o->ingest, ierr,
-	    sizeof ierr) != 0) {
+	in = ingest_new(o->cfg, o->store, o->m, &o->opt, ierr, sizeof ierr);
+	if (in == NULL || ingest_start(in, ierr, sizeof ierr) != 0) {
 		log_error("online", "ingest: %s", ierr);
 		if (rc == 0)
 			snprintf(err, errlen, "ingest: %s", ierr);
 		rc = -1;
 	}
+	online_set_ingest(o, in);
 	return rc;
 }
 
@@ -111,6 +139,7 @@ online_new(struct daemon *d, const struct ingest_options *opt, char *err,
 	struct stat		 sb;
 
 	err[0] = '\0';
+	pthread_mutex_init(&o->ilock, NULL);
 	o->d = d;
 	o->cfg = daemon_config(d);
 	o->m = daemon_metrics(d);
@@ -119,6 +148,7 @@ online_new(struct daemon *d, const struct ingest_options *opt, char *err,
 	if (stat(o->cfg->repo, &sb) != 0) {
 		log_warn("online", "no feature repo at %s (%s): serving "
 		    "without features", o->cfg->repo, strerror(errno));
+		pthread_mutex_destroy(&o->ilock);
 		free(o);
 		return NULL;
 	}
@@ -159,5 +189,6 @@ online_free(struct online *o)
 	store_close(o->store);
 	repo_free(o->repo);
 	free(o->dbpath);
+	pthread_mutex_destroy(&o->ilock);
 	free(o);
 }
