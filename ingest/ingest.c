@@ -281,7 +281,7 @@ ingest_apply(struct ingest *in, size_t si, const void *payload, size_t len,
 	struct ingest_source	*s = &in->sources[si];
 	struct ingest_event	 ev;
 	enum ingest_reason	 code;
-	int			 rc, applied = 0, late = 0;
+	int			 rc, applied = 0, late = 0, failed = 0;
 	size_t			 klen;
 
 	rc = ingest_decode(s->dec, payload, len, &ev, &code, reason, reasonlen);
@@ -329,14 +329,19 @@ ingest_apply(struct ingest *in, size_t si, const void *payload, size_t len,
 			applied = 1;
 		else if (rc == AGG_ADD_TOO_OLD)
 			late = 1;
-		else
+		else {
+			failed = 1;
 			log_warn("ingest", "view %s: %s",
 			    in->repo->views[view].name, reason);
+		}
 	}
 	if (applied) {
 		metric_observe(in->m_fresh, (double)(now - ev.ts_ms) / 1000.0);
 		return R_OK;
 	}
+	/* No view took it (a timestamp out of range): bad input, not ok. */
+	if (failed && !late)
+		return R_BAD;
 	return late ? R_LATE : R_OK;
 }
 
@@ -602,18 +607,28 @@ on_assign(struct ingest *in, rd_kafka_topic_partition_list_t *parts,
 		int64_t				 next;
 
 		p = part_get(in, tp->topic, tp->partition);
-		if (store_offset_get(in->store, tp->topic, tp->partition,
-		    &next) == 0) {
+		if (p->next >= 0) {
+			/*
+			 * Consumed here before: memory holds every event up
+			 * to p->next, and the store may hold less (a revoke
+			 * whose checkpoint was postponed).  Going back to the
+			 * stored offset would apply those events twice.
+			 */
+			tp->offset = p->next;
+		} else if (store_offset_get(in->store, tp->topic,
+		    tp->partition, &next) == 0) {
 			tp->offset = next;
 			p->next = p->stored = next;
 		} else {
 			tp->offset = RD_KAFKA_OFFSET_BEGINNING;
 			p->next = p->stored = -1;
 		}
+		pthread_mutex_lock(&in->part_lock);	/* read by /readyz */
 		p->assigned = 1;
+		pthread_mutex_unlock(&in->part_lock);
 		atomic_store(&p->eof_at_ms, 0);
 		log_info("ingest", "assigned %s [%d] at %s%lld", tp->topic,
-		    (int)tp->partition, next < 0 || tp->offset < 0 ?
+		    (int)tp->partition, tp->offset < 0 ?
 		    "the beginning " : "offset ", (long long)(tp->offset < 0 ?
 		    0 : tp->offset));
 	}
@@ -639,8 +654,11 @@ on_revoke(struct ingest *in, rd_kafka_topic_partition_list_t *parts,
 		struct ingest_part *p = part_find(in, parts->elems[i].topic,
 		    parts->elems[i].partition);
 
-		if (p != NULL)
+		if (p != NULL) {
+			pthread_mutex_lock(&in->part_lock);
 			p->assigned = 0;
+			pthread_mutex_unlock(&in->part_lock);
+		}
 	}
 	if (incremental) {
 		rd_kafka_error_t *e = rd_kafka_incremental_unassign(in->rk, parts);
@@ -716,13 +734,29 @@ consumer_main(void *arg)
 				log_warn("ingest", "consumer: %s",
 				    rd_kafka_message_errstr(msg));
 			} else if (handle_message(in, msg, now) != 0) {
-				/* Registry down: read this message again. */
+				/*
+				 * Registry down: read this message again, and
+				 * the rest of the batch, which is dropped: every
+				 * partition in it goes back to its first dropped
+				 * message, or those would never be applied while
+				 * later ones moved the partition's offset past
+				 * them.
+				 */
 				rd_kafka_topic_partition_list_t *l =
-				    rd_kafka_topic_partition_list_new(1);
+				    rd_kafka_topic_partition_list_new(4);
 
-				rd_kafka_topic_partition_list_add(l,
-				    rd_kafka_topic_name(msg->rkt),
-				    msg->partition)->offset = msg->offset;
+				for (ssize_t j = i; j < n; j++) {
+					const char *t;
+
+					if (msgs[j]->err)
+						continue;
+					t = rd_kafka_topic_name(msgs[j]->rkt);
+					if (rd_kafka_topic_partition_list_find(l,
+					    t, msgs[j]->partition) == NULL)
+						rd_kafka_topic_partition_list_add(
+						    l, t, msgs[j]->partition)->offset =
+						    msgs[j]->offset;
+				}
 				rd_kafka_error_t *e =
 				    rd_kafka_seek_partitions(in->rk, l, 5000);
 				if (e != NULL)
