@@ -37,6 +37,7 @@
 #define INGEST_FUTURE_DLQ_MS	(60 * 60 * 1000)	/* beyond: dead-letter */
 #define INGEST_EVICT_MS		(60 * 1000)
 #define INGEST_KEYMAX		1024
+#define INGEST_QUEUED_MIN	"1000000"	/* see ingest_new() */
 
 /* One view fed by a source: where its key parts are in the source's fields. */
 struct ingest_view {
@@ -836,6 +837,16 @@ kconf_set(rd_kafka_conf_t *kc, const char *k, const char *v, char *err,
 	return 0;
 }
 
+/* Did the config's kafka.properties set key? */
+static int
+kconf_user_set(const struct config *cfg, const char *key)
+{
+	for (size_t i = 0; i < cfg->kafka.nproperties; i++)
+		if (strcmp(cfg->kafka.properties[i].key, key) == 0)
+			return 1;
+	return 0;
+}
+
 static rd_kafka_conf_t *
 kafka_conf(const struct config *cfg, char *err, size_t errlen)
 {
@@ -990,6 +1001,18 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 	    kconf_set(kc, "enable.auto.offset.store", "false", err, errlen) != 0 ||
 	    kconf_set(kc, "auto.offset.reset", "earliest", err, errlen) != 0 ||
 	    kconf_set(kc, "enable.partition.eof", "true", err, errlen) != 0)
+		goto fail;
+	/*
+	 * librdkafka 2.0 stops fetching while the consumer queue holds
+	 * queued.min.messages (100000, all partitions together) and backs
+	 * off before it fetches again, so a consumer that does real work per
+	 * message gets its input in bursts with idle gaps: 230k msgs/s on
+	 * the ingest benchmark (docs/benchmarks.md), 300k+ with this.  The
+	 * queue stays bounded by queued.max.messages.kbytes (64 MB).
+	 */
+	if (!kconf_user_set(cfg, "queued.min.messages") &&
+	    kconf_set(kc, "queued.min.messages", INGEST_QUEUED_MIN, err,
+	    errlen) != 0)
 		goto fail;
 	rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
 	rd_kafka_conf_set_opaque(kc, in);
