@@ -213,7 +213,30 @@ dead_letter(struct ingest *in, const rd_kafka_message_t *msg,
 /* ------------------------------------------------------------------ */
 /* Applying events. */
 
-/* Render view v's key from the decoded fields; -1 when it cannot. */
+/* Decimal text of v into dst (room bytes); its length, or -1 if it does not fit. */
+static int
+fmt_int(char *dst, size_t room, int64_t v)
+{
+	char		 tmp[24];
+	uint64_t	 u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+	size_t		 n = sizeof tmp;
+
+	do {
+		tmp[--n] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		tmp[--n] = '-';
+	if (sizeof tmp - n >= room)
+		return -1;
+	memcpy(dst, tmp + n, sizeof tmp - n);
+	return (int)(sizeof tmp - n);
+}
+
+/*
+ * Render view v's key from the decoded fields; -1 when it cannot.  This
+ * runs once or twice per event and view, hence no snprintf.
+ */
 static int
 view_key(struct ingest *in, const struct ingest_view *v,
     const struct agg_value *vals, size_t *len)
@@ -230,9 +253,9 @@ view_key(struct ingest *in, const struct ingest_view *v,
 			in->keybuf[n++] = '|';
 		}
 		if (x->type == AGG_INT) {
-			w = snprintf(in->keybuf + n, sizeof in->keybuf - n,
-			    "%lld", (long long)x->u.i);
-			if (w < 0 || (size_t)w >= sizeof in->keybuf - n)
+			w = fmt_int(in->keybuf + n, sizeof in->keybuf - n,
+			    x->u.i);
+			if (w < 0)
 				return -1;
 			n += (size_t)w;
 		} else if (x->type == AGG_STRING) {
@@ -322,7 +345,9 @@ ingest_apply(struct ingest *in, size_t si, const void *payload, size_t len,
 		size_t	view = s->views[i].view;
 		int	shard;
 
-		view_key(in, &s->views[i], ev.values, &klen);
+		/* keybuf still holds the last view's key from the check. */
+		if (s->nviews > 1)
+			view_key(in, &s->views[i], ev.values, &klen);
 		shard = store_shard_of(in->store, view, in->keybuf, klen);
 		rc = store_apply(in->store, shard, view, in->keybuf, klen,
 		    ev.ts_ms, partition, offset, ev.values, reason, reasonlen);
