@@ -123,7 +123,7 @@ struct ingest {
 	char			 keybuf[INGEST_KEYMAX];
 };
 
-static void	ingest_checkpoint(struct ingest *in, int wait);
+static int	ingest_checkpoint(struct ingest *in, int wait);
 
 static struct ingest_part *
 part_find(struct ingest *in, const char *topic, int32_t partition)
@@ -293,6 +293,7 @@ check_detail(const char *msg)
 	}
 	return msg;
 }
+
 
 /* Result of handling one message. */
 enum ingest_result { R_OK, R_BAD, R_LATE, R_HELD, R_RETRY };
@@ -566,22 +567,43 @@ commit_group_offsets(struct ingest *in)
 	rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* Is the writer still committing the previous checkpoint? */
+static int
+writer_busy(struct ingest *in)
+{
+	int	busy;
+
+	pthread_mutex_lock(&in->wlock);
+	busy = in->pending != NULL || in->wbusy;
+	pthread_mutex_unlock(&in->wlock);
+	return busy;
+}
+
 /*
  * Collect a checkpoint at the current cut and hand it to the writer.
  * The dead-letter producer is flushed first: offsets of dead-lettered
  * messages must not be checkpointed before the records are in Kafka.
+ *
+ * Without wait, a writer still busy with the previous checkpoint
+ * postpones this one (returns 0) rather than stalling the consumer: the
+ * dirty set only grows to the number of entities, so under load each
+ * checkpoint covers more events and its cost per event falls.  With
+ * wait, it waits for the previous one and for this one to commit.
+ * Returns 1 when a checkpoint was handed over or nothing needed one.
  */
-static void
+static int
 ingest_checkpoint(struct ingest *in, int wait)
 {
 	struct store_ckpt	*c;
 	int			 progressed = 0;
 
+	if (!wait && writer_busy(in))
+		return 0;
 	if (rd_kafka_outq_len(in->dlq) > 0 &&
 	    rd_kafka_flush(in->dlq, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		log_warn("ingest", "dead-letter topic not reachable; "
 		    "checkpoint postponed");
-		return;
+		return 1;
 	}
 	/* Wait for the previous checkpoint: they commit in order. */
 	writer_wait_idle(in);
@@ -606,7 +628,7 @@ ingest_checkpoint(struct ingest *in, int wait)
 	}
 	if (!progressed && store_ckpt_nentities(c) == 0) {
 		store_ckpt_free(c);
-		return;
+		return 1;
 	}
 	pthread_mutex_lock(&in->wlock);
 	in->pending = c;
@@ -615,6 +637,7 @@ ingest_checkpoint(struct ingest *in, int wait)
 	if (wait)
 		writer_wait_idle(in);
 	commit_group_offsets(in);
+	return 1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -801,8 +824,8 @@ consumer_main(void *arg)
 			release_held(in, now);
 		if (now - in->last_ckpt_ms >= in->opt.checkpoint_ms) {
 			update_lag(in);
-			ingest_checkpoint(in, 0);
-			in->last_ckpt_ms = now;
+			if (ingest_checkpoint(in, 0))
+				in->last_ckpt_ms = now;
 		}
 		if (now - in->last_evict_ms >= INGEST_EVICT_MS) {
 			for (int s = 0; s < store_nshards(in->store); s++)
