@@ -29,21 +29,6 @@
 #define KMOCK_MAX_PARTITIONS	10000
 #define KMOCK_TOPIC_MAX		249	/* Kafka's limit on topic names */
 
-/* Parse a decimal in [min, max]; returns 0 or -1. */
-static int
-cmd_kmock_int(const char *s, int min, int max, int *out)
-{
-	char	*end;
-	long	 v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = (int)v;
-	return 0;
-}
-
 /* Kafka topic names: 1-249 of [A-Za-z0-9._-], not "." or "..". */
 static int
 cmd_kmock_topic_ok(const char *t, size_t len)
@@ -99,7 +84,7 @@ cmd_kafka_mock_exec(const struct cmd_entry *self, int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, ":v", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'b':
-			if (cmd_kmock_int(optarg, 1, KMOCK_MAX_BROKERS,
+			if (cmd_parse_int(optarg, 1, KMOCK_MAX_BROKERS,
 			    &brokers) == -1) {
 				cmd_usage_error(self, "--brokers: \"%s\" is not "
 				    "a number from 1 to %d", optarg,
@@ -108,7 +93,7 @@ cmd_kafka_mock_exec(const struct cmd_entry *self, int argc, char **argv)
 			}
 			break;
 		case 'p':
-			if (cmd_kmock_int(optarg, 1, KMOCK_MAX_PARTITIONS,
+			if (cmd_parse_int(optarg, 1, KMOCK_MAX_PARTITIONS,
 			    &partitions) == -1) {
 				cmd_usage_error(self, "--partitions: \"%s\" is "
 				    "not a number from 1 to %d", optarg,
@@ -153,7 +138,7 @@ cmd_kafka_mock_exec(const struct cmd_entry *self, int argc, char **argv)
 			    KMOCK_TOPIC_MAX);
 			goto out;
 		}
-		if (colon != NULL && cmd_kmock_int(colon + 1, 1,
+		if (colon != NULL && cmd_parse_int(colon + 1, 1,
 		    KMOCK_MAX_PARTITIONS, &n) == -1) {
 			cmd_usage_error(self, "--topic %s: the partition count "
 			    "must be a number from 1 to %d", topics[i],
@@ -181,7 +166,7 @@ cmd_kafka_mock_exec(const struct cmd_entry *self, int argc, char **argv)
 		colon = strchr(topics[i], ':');
 		n = partitions;
 		if (colon != NULL)
-			cmd_kmock_int(colon + 1, 1, KMOCK_MAX_PARTITIONS, &n);
+			cmd_parse_int(colon + 1, 1, KMOCK_MAX_PARTITIONS, &n);
 		name = colon != NULL ? xstrndup(topics[i],
 		    (size_t)(colon - topics[i])) : xstrdup(topics[i]);
 		if (kmock_topic_create(k, name, n, err, sizeof err) == -1) {

@@ -334,21 +334,6 @@ produce_schema(const char *path, char *err, size_t errlen)
 	return text;
 }
 
-/* A decimal in [min, max]; 0 or -1. */
-static int
-produce_int(const char *s, long min, long max, long *out)
-{
-	char	*end;
-	long	 v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 /* Split --key "a,b" into fields; -1 on an empty one. */
 static int
 produce_split_keys(struct produce *p, const char *arg)
@@ -390,7 +375,7 @@ cmd_produce_exec(const struct cmd_entry *self, int argc, char **argv)
 	const char		*bootstrap = NULL, *cfgpath = NULL;
 	const char		*keyarg = NULL;
 	char			 err[1024], *schema_text = NULL;
-	long			 schema_id = 1, partition = -1;
+	int			 schema_id = 1, partition = -1;
 	int			 ch, rc = CMD_EXIT_USAGE, avro;
 	size_t			 i;
 
@@ -413,7 +398,7 @@ cmd_produce_exec(const struct cmd_entry *self, int argc, char **argv)
 			schema = optarg;
 			break;
 		case 'i':
-			if (produce_int(optarg, 0, INT32_MAX,
+			if (cmd_parse_int(optarg, 0, INT32_MAX,
 			    &schema_id) == -1) {
 				cmd_usage_error(self, "--schema-id: \"%s\" is "
 				    "not a number from 0 to %d", optarg,
@@ -428,7 +413,7 @@ cmd_produce_exec(const struct cmd_entry *self, int argc, char **argv)
 			cfgpath = optarg;
 			break;
 		case 'p':
-			if (produce_int(optarg, 0, INT32_MAX,
+			if (cmd_parse_int(optarg, 0, INT32_MAX,
 			    &partition) == -1) {
 				cmd_usage_error(self, "--partition: \"%s\" is "
 				    "not a partition number", optarg);

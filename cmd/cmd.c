@@ -10,7 +10,9 @@
  */
 #include <getopt.h>
 #include <stdarg.h>
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
@@ -90,6 +92,20 @@ cmd_usage_error(const struct cmd_entry *self, const char *fmt, ...)
  * True when -h or --help comes before any "--" in argv[1..]; then the
  * command's usage, summary and options go to stdout.
  */
+int
+cmd_parse_int(const char *s, int min, int max, int *out)
+{
+	char	*end;
+	long	 v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
 int
 cmd_wants_help(const struct cmd_entry *self, int argc, char **argv)
 {

@@ -26,6 +26,8 @@ int	cmd_main(int argc, char **argv);
 /* Print "usage: mlopsd <usage>" and a message to stderr; returns CMD_EXIT_USAGE. */
 int	cmd_usage_error(const struct cmd_entry *self, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
+/* Parse a whole decimal string in [min, max] into *out.  Returns 0 or -1. */
+int	cmd_parse_int(const char *s, int min, int max, int *out);
 /* True when argv holds -h or --help (then print usage to stdout). */
 int	cmd_wants_help(const struct cmd_entry *self, int argc, char **argv);
 /*
