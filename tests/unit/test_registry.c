@@ -2,7 +2,8 @@
  * Unit tests of registry/registry.c: versions and their JSON, version
  * numbers allocated across processes (fork), aliases with history,
  * rollback chains (skipping deleted versions), artifact corruption,
- * the event log, and idempotent schema migrations.  Each test runs in a
+ * the event log, idempotent schema migrations, and the reference
+ * distributions built from a training-set CSV.  Each test runs in a
  * fresh data directory under /tmp.
  */
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <ftw.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -614,6 +616,130 @@ test_open_bad_dir(void **state)
 	assert_non_null(strstr(err, "/proc/nope"));
 }
 
+static json_t *
+reference(struct fixture *f, const char *csv, const char *features,
+    const char *label, int bins, char *err, size_t errlen)
+{
+	char	 path[256];
+	json_t	*fj = features != NULL ? json_loads(features, 0, NULL) : NULL,
+		*ref;
+
+	snprintf(path, sizeof path, "%s/train.csv", f->dir);
+	write_file(path, csv);
+	ref = registry_reference_from_csv(path, fj, label, bins, err, errlen);
+	json_decref(fj);
+	return ref;
+}
+
+static void
+test_reference_numeric_and_categorical(void **state)
+{
+	struct fixture	*f = *state;
+	char		*csv = NULL, *p, err[512];
+	size_t		 cap = 1 << 16, i;
+	json_t		*ref, *x, *c, *counts, *edges;
+	int64_t		 sum = 0;
+
+	csv = p = calloc(1, cap);
+	p += sprintf(p, "user_id,x,city,label,sparse\r\n");
+	/* x = 1..200; city: 150 distinct values, "paris" most frequent */
+	for (i = 1; i <= 200; i++)
+		p += sprintf(p, "u%zu,%zu,%s%zu,%d,%s\r\n", i, i,
+		    i <= 50 ? "\"paris, fr\"" : "c", i <= 50 ? (size_t)0 : i,
+		    (int)(i % 2), i % 4 == 0 ? "2.5" : "");
+	ref = reference(f, csv, "[\"x\", \"city\", \"sparse\"]", NULL, 4,
+	    err, sizeof err);
+	free(csv);
+	if (ref == NULL)
+		fail_msg("%s", err);
+	assert_int_equal(json_integer_value(json_object_get(ref, "rows")), 200);
+	assert_int_equal(json_object_size(json_object_get(ref, "features")), 3);
+	x = json_object_get(json_object_get(ref, "features"), "x");
+	assert_string_equal(json_string_value(json_object_get(x, "type")),
+	    "numeric");
+	assert_int_equal(json_integer_value(json_object_get(x, "n")), 200);
+	assert_int_equal(json_integer_value(json_object_get(x, "nulls")), 0);
+	assert_true(json_real_value(json_object_get(x, "min")) == 1.0);
+	assert_true(json_real_value(json_object_get(x, "max")) == 200.0);
+	assert_true(fabs(json_real_value(json_object_get(x, "mean")) - 100.5) <
+	    1e-9);
+	/* population std of 1..200: sqrt((200^2 - 1) / 12) */
+	assert_true(fabs(json_real_value(json_object_get(x, "std")) -
+	    sqrt((200.0 * 200.0 - 1) / 12)) < 1e-9);
+	edges = json_object_get(x, "edges");
+	counts = json_object_get(x, "counts");
+	assert_int_equal(json_array_size(edges), 5);
+	assert_int_equal(json_array_size(counts), 4);
+	for (i = 0; i < 4; i++) {
+		/* equal-frequency bins */
+		assert_true(json_integer_value(json_array_get(counts, i)) >= 49);
+		assert_true(json_integer_value(json_array_get(counts, i)) <= 51);
+		sum += json_integer_value(json_array_get(counts, i));
+	}
+	assert_int_equal(sum, 200);
+
+	c = json_object_get(json_object_get(ref, "features"), "city");
+	assert_string_equal(json_string_value(json_object_get(c, "type")),
+	    "categorical");
+	assert_int_equal(json_integer_value(json_object_get(c, "distinct")),
+	    151);
+	assert_int_equal(json_object_size(json_object_get(c, "values")), 100);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(c,
+	    "values"), "paris, fr0")), 50);
+	assert_int_equal(json_integer_value(json_object_get(c, "other")), 51);
+
+	x = json_object_get(json_object_get(ref, "features"), "sparse");
+	assert_int_equal(json_integer_value(json_object_get(x, "n")), 50);
+	assert_int_equal(json_integer_value(json_object_get(x, "nulls")), 150);
+	/* one value: one bin [2.5, 2.5] */
+	assert_int_equal(json_array_size(json_object_get(x, "edges")), 2);
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(x,
+	    "counts"), 0)), 50);
+	json_decref(ref);
+
+	/* No feature list: every column but the label. */
+	ref = reference(f, "a,label,b\n1,0,x\n2,1,\"y\"\"q\"\n", NULL,
+	    "label", 0, err, sizeof err);
+	assert_non_null(ref);
+	assert_int_equal(json_object_size(json_object_get(ref, "features")), 2);
+	assert_null(json_object_get(json_object_get(ref, "features"), "label"));
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(
+	    json_object_get(json_object_get(ref, "features"), "b"), "values"),
+	    "y\"q")), 1);
+	json_decref(ref);
+}
+
+static void
+test_reference_errors(void **state)
+{
+	static const struct {
+		const char	*csv;
+		const char	*features;
+		const char	*err;	/* after "DIR/train.csv" */
+	} cases[] = {
+		{ "", NULL, ":1: empty file (a header row is needed)" },
+		{ "a,b\n1,2\n3\n", NULL, ":3: 1 fields, the header has 2" },
+		{ "a,b\n1,2\n\"3,4\n", NULL, ":3: unterminated quote" },
+		{ "a,b\n1,2\n", "[\"c\"]", ":1: no column \"c\" in the header" },
+	};
+	struct fixture	*f = *state;
+	char		 err[512], want[512];
+	size_t		 i;
+
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		assert_null(reference(f, cases[i].csv, cases[i].features, NULL,
+		    10, err, sizeof err));
+		snprintf(want, sizeof want, "%s/train.csv%s", f->dir,
+		    cases[i].err);
+		assert_string_equal(err, want);
+	}
+	assert_null(reference(f, "a\n", "{}", NULL, 10, err, sizeof err));
+	assert_string_equal(err, "features must be an array of column names");
+	assert_null(registry_reference_from_csv("/nonexistent.csv", NULL, NULL,
+	    10, err, sizeof err));
+	assert_string_equal(err, "/nonexistent.csv: No such file or directory");
+}
+
 int
 main(void)
 {
@@ -639,6 +765,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_migrations_idempotent,
 		    setup, teardown),
 		cmocka_unit_test(test_open_bad_dir),
+		cmocka_unit_test_setup_teardown(
+		    test_reference_numeric_and_categorical, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reference_errors,
+		    setup, teardown),
 	};
 
 	log_set_level(LOG_WARN);
