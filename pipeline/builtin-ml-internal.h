@@ -10,6 +10,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
 
 /* The spine's timestamp column, repeated by the training set. */
 #define ML_TS_COLUMN	"event_timestamp"
@@ -81,5 +84,41 @@ struct ml_metric {
 const struct ml_metric	*ml_metric_find(const char *name);
 /* The table, terminated by an entry with a NULL name. */
 extern const struct ml_metric	 ml_metrics[];
+
+/*
+ * The builtin steps.  Each runs in the step's child process (cwd = the
+ * run's directory) with ctx, the parsed step context of contracts §2
+ * ({"with", "needs", "params", "run_id", ...}), and appends its
+ * "key=value" outputs to outputs.  Progress and errors go to stderr (the
+ * step's log).  Returns 0 on success, 1 when the step failed.
+ */
+int		 ml_step_xgboost_train(json_t *ctx, FILE *outputs);
+int		 ml_step_evaluate(json_t *ctx, FILE *outputs);
+
+/*
+ * Step context helpers.  ml_with() is the value of with.KEY (borrowed;
+ * NULL when absent or null).  ml_with_string() gives a string (*out NULL
+ * when absent) and ml_with_number() a number or numeric string (def when
+ * absent); both return -1 with "with.KEY must be ..." in err on another
+ * type.  ml_upstream() is the output KEY of an upstream step: of the
+ * last one in the context's "needs" order (the engine lists upstream
+ * steps in topological order, so that is the nearest) that has it;
+ * *step (may be NULL) gets that step's id.  ml_output() appends
+ * "key=value" to outputs and echoes it to the log.
+ */
+json_t		*ml_with(json_t *ctx, const char *key);
+int		 ml_with_string(json_t *ctx, const char *key, const char **out,
+		     char *err, size_t errlen);
+int		 ml_with_number(json_t *ctx, const char *key, double def,
+		     double *out, char *err, size_t errlen);
+const char	*ml_upstream(json_t *ctx, const char *key, const char **step);
+void		 ml_output(FILE *outputs, const char *key, const char *fmt, ...)
+		     __attribute__((format(printf, 3, 4)));
+/*
+ * A path named in with: absolute as is; relative to the repo when it
+ * exists there (like a training set's spine), else to the run directory.
+ * Returns an allocated string.
+ */
+char		*ml_path(json_t *ctx, const char *path);
 
 #endif

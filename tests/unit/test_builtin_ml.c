@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "pipeline/builtin-ml-internal.h"
 
@@ -236,6 +237,304 @@ test_split(void **state)
 	assert_string_equal(err, "row 2 has no event_timestamp");
 }
 
+/*
+ * A learnable binary data set: the label is 1 when f1 plus a little noise
+ * passes 0.5; f2 is noise, "note" is text (missing to XGBoost), user_id
+ * a join key that must not become a feature.  Every tenth f1 is empty.
+ */
+static void
+write_dataset(const char *path, size_t rows)
+{
+	FILE		*fp = fopen(path, "w");
+	uint64_t	 s = 42;
+	size_t		 i;
+
+	assert_non_null(fp);
+	fprintf(fp, "user_id,event_timestamp,f1,f2,note,label\n");
+	for (i = 0; i < rows; i++) {
+		double	f1, f2, noise;
+
+		s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+		f1 = (double)(s >> 11) / 9007199254740992.0;
+		s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+		f2 = (double)(s >> 11) / 9007199254740992.0;
+		s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+		noise = ((double)(s >> 11) / 9007199254740992.0 - 0.5) * 0.3;
+		if (i % 10 == 3)
+			fprintf(fp, "%zu,%zu,,%.4f,x y,%d\n", i % 50,
+			    1700000000000 + i * 1000, f2, f2 > 0.5);
+		else
+			fprintf(fp, "%zu,%zu,%.4f,%.4f,note,%d\n", i % 50,
+			    1700000000000 + i * 1000, f1, f2,
+			    f1 + noise > 0.5);
+	}
+	fclose(fp);
+}
+
+/* The key=value lines of an outputs file as a JSON object. */
+static json_t *
+read_outputs(FILE *fp)
+{
+	json_t	*o = json_object();
+	char	 line[4096], *eq;
+
+	rewind(fp);
+	while (fgets(line, sizeof line, fp) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		if ((eq = strchr(line, '=')) == NULL)
+			continue;
+		*eq = '\0';
+		json_object_set_new(o, line, json_string(eq + 1));
+	}
+	return o;
+}
+
+/* Run a step with stderr captured; returns its exit status and the log. */
+static int
+run_step(int (*fn)(json_t *, FILE *), const char *ctxjson, json_t **outputs,
+    char *log, size_t loglen)
+{
+	json_t	*ctx = json_loads(ctxjson, 0, NULL);
+	FILE	*out = tmpfile(), *errf = tmpfile();
+	int	 saved = dup(2), r;
+	size_t	 n;
+
+	assert_non_null(ctx);
+	fflush(stderr);
+	dup2(fileno(errf), 2);
+	r = fn(ctx, out);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	rewind(errf);
+	n = fread(log, 1, loglen - 1, errf);
+	log[n] = '\0';
+	*outputs = read_outputs(out);
+	fclose(out);
+	fclose(errf);
+	json_decref(ctx);
+	if (r != 0) {	/* the log, as TAP comments, for when a test fails */
+		char	*line, *save, *copy = strdup(log);
+
+		for (line = strtok_r(copy, "\n", &save); line != NULL;
+		    line = strtok_r(NULL, "\n", &save))
+			print_message("# %s\n", line);
+		free(copy);
+	}
+	return r;
+}
+
+static const char *
+out_get(json_t *o, const char *key)
+{
+	const char	*v = json_string_value(json_object_get(o, key));
+
+	assert_non_null(v);
+	return v;
+}
+
+static char	 workdir[64];
+
+static int
+setup_workdir(void **state)
+{
+	(void)state;
+	snprintf(workdir, sizeof workdir, "/tmp/test_builtin_ml.XXXXXX");
+	assert_non_null(mkdtemp(workdir));
+	assert_int_equal(chdir(workdir), 0);
+	write_dataset("data.csv", 1000);
+	return 0;
+}
+
+static int
+teardown_workdir(void **state)
+{
+	char	cmd[128];
+
+	(void)state;
+	assert_int_equal(chdir("/"), 0);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", workdir);
+	assert_int_equal(system(cmd), 0);
+	return 0;
+}
+
+static void
+test_train_evaluate(void **state)
+{
+	char		 log[16384], ctx[4096], *a, *b;
+	json_t		*out, *out2, *ev, *needs;
+	const char	*repo = getenv("MLOPSD_SRCDIR");
+	FILE		*fa, *fb;
+	long		 na, nb;
+
+	(void)state;
+	snprintf(ctx, sizeof ctx, "{\"step\": \"train\", \"repo\": "
+	    "\"%s/examples/repo\", \"with\": {\"label\": \"label\", "
+	    "\"data\": \"%s/data.csv\", \"rounds\": 60, \"max_depth\": 3, "
+	    "\"params\": {\"min_child_weight\": 2}}, \"needs\": {}}",
+	    repo != NULL ? repo : "..", workdir);
+	assert_int_equal(run_step(ml_step_xgboost_train, ctx, &out, log,
+	    sizeof log), 0);
+	/* user_id is a join key of the example repo, note is still a column */
+	assert_string_equal(out_get(out, "features"), "f1,f2,note");
+	assert_string_equal(out_get(out, "train_rows"), "800");
+	assert_string_equal(out_get(out, "valid_rows"), "200");
+	assert_string_equal(out_get(out, "label"), "label");
+	assert_int_equal(strlen(out_get(out, "data_sha256")), 64);
+	assert_true(atof(out_get(out, "auc")) > 0.9);
+	assert_true(atof(out_get(out, "accuracy")) > 0.8);
+	assert_true(atof(out_get(out, "logloss")) < 0.4);
+	assert_null(json_object_get(out, "rmse"));
+	assert_non_null(strstr(out_get(out, "params"),
+	    "\"min_child_weight\":\"2\""));
+	assert_true(atoi(out_get(out, "best_iteration")) < 60);
+
+	/* Deterministic: the same inputs give the same model, byte for byte. */
+	assert_int_equal(rename(out_get(out, "model"), "first.json"), 0);
+	assert_int_equal(run_step(ml_step_xgboost_train, ctx, &out2, log,
+	    sizeof log), 0);
+	fa = fopen("first.json", "r");
+	fb = fopen(out_get(out2, "model"), "r");
+	assert_non_null(fa);
+	assert_non_null(fb);
+	fseek(fa, 0, SEEK_END);
+	fseek(fb, 0, SEEK_END);
+	na = ftell(fa);
+	nb = ftell(fb);
+	assert_int_equal(na, nb);
+	rewind(fa);
+	rewind(fb);
+	a = malloc((size_t)na);
+	b = malloc((size_t)nb);
+	assert_int_equal(fread(a, 1, (size_t)na, fa), (size_t)na);
+	assert_int_equal(fread(b, 1, (size_t)nb, fb), (size_t)nb);
+	assert_memory_equal(a, b, (size_t)na);
+	free(a);
+	free(b);
+	fclose(fa);
+	fclose(fb);
+	assert_string_equal(out_get(out, "auc"), out_get(out2, "auc"));
+
+	/* evaluate on the train step's held-out rows: the same numbers */
+	needs = json_pack("{s:{s:O}}", "train", "outputs", out2);
+	a = json_dumps(needs, JSON_COMPACT);
+	snprintf(ctx, sizeof ctx, "{\"step\": \"eval\", \"with\": "
+	    "{\"metrics\": [\"auc\", \"accuracy\"]}, \"needs\": %s}", a);
+	free(a);
+	json_decref(needs);
+	assert_int_equal(run_step(ml_step_evaluate, ctx, &ev, log, sizeof log),
+	    0);
+	assert_string_equal(out_get(ev, "rows"), "200");
+	assert_string_equal(out_get(ev, "auc"), out_get(out2, "auc"));
+	assert_string_equal(out_get(ev, "accuracy"), out_get(out2,
+	    "accuracy"));
+	assert_null(json_object_get(ev, "logloss"));
+	json_decref(ev);
+
+	/* with explicit data every row is held out */
+	snprintf(ctx, sizeof ctx, "{\"step\": \"eval\", \"with\": "
+	    "{\"model\": \"%s\", \"data\": \"data.csv\", \"label\": "
+	    "\"label\"}}", out_get(out2, "model"));
+	assert_int_equal(run_step(ml_step_evaluate, ctx, &ev, log, sizeof log),
+	    0);
+	assert_string_equal(out_get(ev, "rows"), "1000");
+	assert_true(atof(out_get(ev, "auc")) > 0.9);
+	json_decref(ev);
+
+	/* a regression metric for a binary model is refused */
+	snprintf(ctx, sizeof ctx, "{\"step\": \"eval\", \"with\": "
+	    "{\"model\": \"%s\", \"data\": \"data.csv\", \"label\": "
+	    "\"label\", \"metrics\": [\"rmse\"]}}", out_get(out2, "model"));
+	assert_int_equal(run_step(ml_step_evaluate, ctx, &ev, log, sizeof log),
+	    1);
+	assert_non_null(strstr(log, "with.metrics: rmse is not a binary metric "
+	    "(auc, logloss, accuracy)"));
+	json_decref(ev);
+	json_decref(out);
+	json_decref(out2);
+}
+
+static void
+test_train_regression(void **state)
+{
+	char	 log[16384];
+	json_t	*out;
+
+	(void)state;
+	assert_int_equal(run_step(ml_step_xgboost_train, "{\"step\": \"reg\", "
+	    "\"with\": {\"label\": \"f1\", \"data\": \"data.csv\", "
+	    "\"objective\": \"reg:squarederror\", \"features\": \"f2, label\", "
+	    "\"valid_fraction\": 0.25, \"early_stopping_rounds\": 0, "
+	    "\"rounds\": 5}}", &out, log, sizeof log), 0);
+	assert_string_equal(out_get(out, "features"), "f2,label");
+	assert_string_equal(out_get(out, "best_iteration"), "4");
+	/* 100 rows have no f1: they are left out, and the log says so */
+	assert_string_equal(out_get(out, "train_rows"), "675");
+	assert_string_equal(out_get(out, "valid_rows"), "225");
+	assert_non_null(strstr(log, "100 of 1000 rows have no f1 and are left "
+	    "out"));
+	assert_true(atof(out_get(out, "rmse")) < 0.3);
+	assert_true(atof(out_get(out, "mae")) < 0.3);
+	assert_null(json_object_get(out, "auc"));
+	json_decref(out);
+}
+
+static void
+test_train_errors(void **state)
+{
+	static const struct {
+		const char	*with;
+		const char	*err;
+	} cases[] = {
+		{ "{}", "with.label is required: the column to predict" },
+		{ "{\"label\": 3}", "with.label must be a non-empty string" },
+		{ "{\"label\": \"label\"}", "no data: give with: {data: "
+		    "FILE.csv} or a training-set step among the needs" },
+		{ "{\"label\": \"churn\", \"data\": \"data.csv\"}",
+		    "data.csv: no label column \"churn\"" },
+		{ "{\"label\": \"f1\", \"data\": \"data.csv\"}",
+		    "label f1 is 0.5682 on data row 1; binary:logistic needs 0 or 1" },
+		{ "{\"label\": \"label\", \"data\": \"nope.csv\"}",
+		    "nope.csv: No such file or directory" },
+		{ "{\"label\": \"label\", \"data\": \"data.csv\", "
+		    "\"features\": [\"f1\", \"f9\"]}",
+		    "with.features: no column \"f9\" in the data" },
+		{ "{\"label\": \"label\", \"data\": \"data.csv\", "
+		    "\"rounds\": 0}", "with.rounds must be a whole number from 1 "
+		    "to 100000" },
+		{ "{\"label\": \"label\", \"data\": \"data.csv\", "
+		    "\"rounds\": \"ten\"}", "with.rounds must be a number" },
+		{ "{\"label\": \"label\", \"data\": \"data.csv\", "
+		    "\"objective\": \"multi:softmax\"}", "objective "
+		    "multi:softmax is not supported: use binary:logistic or a "
+		    "reg: objective" },
+		{ "{\"label\": \"label\", \"data\": \"data.csv\", "
+		    "\"valid_fraction\": 1}",
+		    "valid_fraction must be in [0, 1), not 1" },
+		{ "{\"label\": \"label\", \"data\": \"data.csv\", "
+		    "\"params\": {\"max_depth\": \"deep\"}}", "xgboost: " },
+		{ "{\"label\": \"label\", \"data\": \"data.csv\", "
+		    "\"params\": [1]}", "with.params must be a map of XGBoost "
+		    "parameters" },
+	};
+	char	 log[16384], ctx[1024];
+	json_t	*out;
+	size_t	 i;
+
+	(void)state;
+	for (i = 0; i < N(cases); i++) {
+		snprintf(ctx, sizeof ctx, "{\"step\": \"bad\", \"with\": "
+		    "%s}", cases[i].with);
+		assert_int_equal(run_step(ml_step_xgboost_train, ctx, &out,
+		    log, sizeof log), 1);
+		if (strstr(log, cases[i].err) == NULL)
+			fail_msg("case %zu: \"%s\" not in the log:\n%s", i,
+			    cases[i].err, log);
+		assert_null(json_object_get(out, "model"));
+		json_decref(out);
+	}
+}
+
 int
 main(void)
 {
@@ -247,7 +546,10 @@ main(void)
 		cmocka_unit_test(test_csv_load),
 		cmocka_unit_test(test_csv_bad),
 		cmocka_unit_test(test_split),
+		cmocka_unit_test(test_train_evaluate),
+		cmocka_unit_test(test_train_regression),
+		cmocka_unit_test(test_train_errors),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, setup_workdir, teardown_workdir);
 }
