@@ -94,6 +94,10 @@ extern const struct ml_metric	 ml_metrics[];
  */
 int		 ml_step_xgboost_train(json_t *ctx, FILE *outputs);
 int		 ml_step_evaluate(json_t *ctx, FILE *outputs);
+int		 ml_step_validate(json_t *ctx, FILE *outputs);
+int		 ml_step_register(json_t *ctx, FILE *outputs);
+int		 ml_step_deploy(json_t *ctx, FILE *outputs);
+int		 ml_step_rollback(json_t *ctx, FILE *outputs);
 
 /*
  * Step context helpers.  ml_with() is the value of with.KEY (borrowed;

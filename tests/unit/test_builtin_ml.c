@@ -18,6 +18,7 @@
 #include <jansson.h>
 
 #include "pipeline/builtin-ml-internal.h"
+#include "registry/registry.h"
 
 #define N(a)	(sizeof a / sizeof a[0])
 
@@ -535,6 +536,222 @@ test_train_errors(void **state)
 	}
 }
 
+/* A step context with with: and the outputs of one upstream step. */
+static char *
+flow_ctx(const char *step, const char *with, const char *up, json_t *upout)
+{
+	json_t	*ctx;
+	char	*s, *dir = NULL;
+
+	assert_true(asprintf(&dir, "%s/data", workdir) > 0);
+	ctx = json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:{}}", "step", step,
+	    "dag", "churn-retrain", "run_id", "r-42", "git_commit",
+	    "0123456789abcdef0123456789abcdef01234567", "git_dirty", 0,
+	    "data_dir", dir, "needs");
+	json_object_set_new(ctx, "with", json_loads(with, 0, NULL));
+	assert_non_null(json_object_get(ctx, "with"));
+	if (up != NULL)
+		json_object_set_new(json_object_get(ctx, "needs"), up,
+		    json_pack("{s:O}", "outputs", upout));
+	s = json_dumps(ctx, JSON_COMPACT);
+	json_decref(ctx);
+	free(dir);
+	return s;
+}
+
+static int
+flow_step(int (*fn)(json_t *, FILE *), const char *step, const char *with,
+    const char *up, json_t *upout, json_t **out, char *log, size_t loglen)
+{
+	char	*ctx = flow_ctx(step, with, up, upout);
+	int	 r = run_step(fn, ctx, out, log, loglen);
+
+	free(ctx);
+	return r;
+}
+
+static int
+champion(void)
+{
+	struct registry	*r;
+	char		 err[256], dir[128];
+	int		 v = 0;
+
+	snprintf(dir, sizeof dir, "%s/data", workdir);
+	r = registry_open(dir, err, sizeof err);
+	assert_non_null(r);
+	if (registry_alias_get(r, "churn", "champion", &v) == -1)
+		v = 0;
+	registry_close(r);
+	return v;
+}
+
+static void
+test_registry_flow(void **state)
+{
+	char		 log[16384], with[512], err[256], dir[128];
+	json_t		*train, *weak, *out, *ver, *lin;
+	struct registry	*r;
+
+	(void)state;
+	snprintf(with, sizeof with, "{\"label\": \"label\", \"data\": "
+	    "\"%s/data.csv\", \"features\": [\"f1\", \"f2\"]}", workdir);
+	assert_int_equal(flow_step(ml_step_xgboost_train, "train", with, NULL,
+	    NULL, &train, log, sizeof log), 0);
+
+	/* no champion yet: validate passes and says so */
+	assert_int_equal(flow_step(ml_step_validate, "check", "{\"metric\": "
+	    "\"auc\", \"min\": \"0.8\", \"beat\": \"champion\", "
+	    "\"model\": \"churn\"}", "train", train, &out, log, sizeof log),
+	    0);
+	assert_string_equal(out_get(out, "passed"), "true");
+	assert_non_null(strstr(log, "churn has no champion yet: nothing to "
+	    "beat"));
+	json_decref(out);
+
+	/* register version 1 as challenger, with its lineage */
+	assert_int_equal(flow_step(ml_step_register, "register", "{\"model\": "
+	    "\"churn\", \"alias\": \"challenger\", \"tags\": {\"team\": "
+	    "\"growth\"}}", "train", train, &out, log, sizeof log), 0);
+	assert_string_equal(out_get(out, "version"), "1");
+	assert_string_equal(out_get(out, "registered_model"), "churn");
+	assert_int_equal(champion(), 0);
+
+	/* deploy takes the version from register */
+	json_decref(train);
+	train = out;
+	assert_int_equal(flow_step(ml_step_deploy, "deploy", "{}", "register",
+	    train, &out, log, sizeof log), 0);
+	assert_string_equal(out_get(out, "version"), "1");
+	assert_string_equal(out_get(out, "previous"), "0");
+	assert_int_equal(champion(), 1);
+	json_decref(out);
+	json_decref(train);
+
+	snprintf(dir, sizeof dir, "%s/data", workdir);
+	r = registry_open(dir, err, sizeof err);
+	assert_non_null(r);
+	ver = registry_version_json(r, "churn", 1, err, sizeof err);
+	assert_non_null(ver);
+	registry_close(r);
+	lin = json_object_get(ver, "lineage");
+	assert_string_equal(json_string_value(json_object_get(lin, "run_id")),
+	    "r-42");
+	assert_string_equal(json_string_value(json_object_get(lin, "dag")),
+	    "churn-retrain");
+	assert_string_equal(json_string_value(json_object_get(lin,
+	    "git_commit")), "0123456789abcdef0123456789abcdef01234567");
+	assert_int_equal(strlen(json_string_value(json_object_get(lin,
+	    "training_set_sha256"))), 64);
+	assert_int_equal(json_array_size(json_object_get(lin, "features")), 2);
+	assert_true(json_real_value(json_object_get(json_object_get(ver,
+	    "metrics"), "auc")) > 0.9);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(
+	    ver, "params"), "objective")), "binary:logistic");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(
+	    ver, "tags"), "team")), "growth");
+	assert_non_null(json_object_get(json_object_get(json_object_get(ver,
+	    "reference"), "features"), "f1"));
+	json_decref(ver);
+
+	/* a threshold not met fails, with the numbers in the log */
+	snprintf(with, sizeof with, "{\"label\": \"label\", \"data\": "
+	    "\"%s/data.csv\", \"features\": [\"f2\"], \"rounds\": 5}",
+	    workdir);
+	assert_int_equal(flow_step(ml_step_xgboost_train, "weak", with, NULL,
+	    NULL, &weak, log, sizeof log), 0);
+	assert_int_equal(flow_step(ml_step_validate, "check", "{\"metric\": "
+	    "\"auc\", \"min\": 0.8}", "weak", weak, &out, log, sizeof log),
+	    1);
+	assert_non_null(strstr(log, "FAILED: auc "));
+	assert_non_null(strstr(log, " (step weak) is below the minimum 0.8"));
+	assert_null(json_object_get(out, "passed"));
+	json_decref(out);
+	/* ... and so does not beating the champion */
+	assert_int_equal(flow_step(ml_step_validate, "check", "{\"metric\": "
+	    "\"logloss\", \"beat\": \"champion\", \"model\": "
+	    "\"churn\"}", "weak", weak, &out, log, sizeof log), 1);
+	assert_non_null(strstr(log, "does not beat churn champion version 1's "));
+	assert_non_null(strstr(log, "(lower is better)"));
+	assert_string_equal(out_get(out, "beat_version"), "1");
+	json_decref(out);
+
+	/* version 2, deployed by number, then rolled back to 1 */
+	assert_int_equal(flow_step(ml_step_register, "register", "{\"model\": "
+	    "\"churn\"}", "weak", weak, &out, log, sizeof log), 0);
+	assert_string_equal(out_get(out, "version"), "2");
+	json_decref(out);
+	assert_int_equal(flow_step(ml_step_deploy, "deploy", "{\"model\": "
+	    "\"churn\", \"version\": 2, \"strategy\": \"canary\", "
+	    "\"percent\": 10, \"rollback_if\": {\"error_rate\": 0.02}}",
+	    NULL, NULL, &out, log, sizeof log), 0);
+	assert_non_null(strstr(log, "strategy canary: staged rollouts need "
+	    "model serving"));
+	assert_string_equal(out_get(out, "previous"), "1");
+	assert_int_equal(champion(), 2);
+	json_decref(out);
+	assert_int_equal(flow_step(ml_step_rollback, "rollback", "{\"model\": "
+	    "\"churn\"}", NULL, NULL, &out, log, sizeof log), 0);
+	assert_string_equal(out_get(out, "version"), "1");
+	assert_string_equal(out_get(out, "previous"), "2");
+	assert_int_equal(champion(), 1);
+	json_decref(out);
+	assert_int_equal(flow_step(ml_step_rollback, "rollback", "{\"model\": "
+	    "\"churn\"}", NULL, NULL, &out, log, sizeof log), 1);
+	json_decref(out);
+	assert_int_equal(champion(), 1);
+	json_decref(weak);
+}
+
+static void
+test_registry_errors(void **state)
+{
+	static const struct {
+		int		(*fn)(json_t *, FILE *);
+		const char	*with;
+		const char	*err;
+	} cases[] = {
+		{ ml_step_validate, "{}", "with.metric must be one of auc, "
+		    "logloss, accuracy, rmse, mae" },
+		{ ml_step_validate, "{\"metric\": \"f1\"}", "with.metric must "
+		    "be one of" },
+		{ ml_step_validate, "{\"metric\": \"auc\"}", "no step upstream "
+		    "has the output auc (xgboost-train and evaluate write it)" },
+		{ ml_step_register, "{}", "with.model is required: the "
+		    "registered model's name" },
+		{ ml_step_register, "{\"model\": \"a b\"}", "bad model name "
+		    "\"a b\"" },
+		{ ml_step_register, "{\"model\": \"m\"}", "no model file: give "
+		    "with: {artifact: FILE} or an xgboost-train step among the "
+		    "needs" },
+		{ ml_step_register, "{\"model\": \"m\", \"alias\": \"Big\"}",
+		    "with.alias: bad alias \"Big\"" },
+		{ ml_step_deploy, "{\"model\": \"m\"}", "no version: give with: "
+		    "{version: N} or a register step among the needs" },
+		{ ml_step_deploy, "{\"model\": \"m\", \"version\": 1.5}",
+		    "with.version must be a version number (1, 2, ...)" },
+		{ ml_step_deploy, "{\"model\": \"m\", \"version\": 1, "
+		    "\"strategy\": \"blue-green\"}", "with.strategy must be "
+		    "replace, canary or shadow, not \"blue-green\"" },
+		{ ml_step_deploy, "{\"model\": \"nosuch\", \"version\": 1}",
+		    "nosuch" },
+		{ ml_step_rollback, "{\"model\": \"nosuch\"}", "nosuch" },
+	};
+	char	 log[16384];
+	json_t	*out;
+	size_t	 i;
+
+	(void)state;
+	for (i = 0; i < N(cases); i++) {
+		assert_int_equal(flow_step(cases[i].fn, "bad", cases[i].with,
+		    NULL, NULL, &out, log, sizeof log), 1);
+		if (strstr(log, cases[i].err) == NULL)
+			fail_msg("case %zu: \"%s\" not in the log:\n%s", i,
+			    cases[i].err, log);
+		json_decref(out);
+	}
+}
+
 int
 main(void)
 {
@@ -549,6 +766,8 @@ main(void)
 		cmocka_unit_test(test_train_evaluate),
 		cmocka_unit_test(test_train_regression),
 		cmocka_unit_test(test_train_errors),
+		cmocka_unit_test(test_registry_flow),
+		cmocka_unit_test(test_registry_errors),
 	};
 
 	return cmocka_run_group_tests(tests, setup_workdir, teardown_workdir);
