@@ -13,6 +13,7 @@
 #include "config.h"
 #include "cmd/cmd.h"
 #include "cmd/daemon.h"
+#include "cmd/models.h"
 #include "cmd/online.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -29,6 +30,7 @@ cmd_serve_exec(const struct cmd_entry *self, int argc, char **argv)
 	struct config	*cfg;
 	struct daemon	*d;
 	struct online	*o;
+	struct models	*mo;
 	const char	*path = NULL;
 	char		 err[1024];
 	int		 ch, check = 0, rc;
@@ -77,7 +79,14 @@ cmd_serve_exec(const struct cmd_entry *self, int argc, char **argv)
 		daemon_free(d);
 		return CMD_EXIT_FAIL;
 	}
+	if ((mo = models_new(d, err, sizeof err)) == NULL) {
+		log_error("serve", "%s", err);
+		online_free(o);
+		daemon_free(d);
+		return CMD_EXIT_FAIL;
+	}
 	rc = daemon_run(d, NULL, NULL);
+	models_free(mo);
 	online_free(o);
 	daemon_free(d);
 	return rc;
