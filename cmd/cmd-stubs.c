@@ -40,11 +40,3 @@ const struct cmd_entry cmd_dag_entry = {
 	.summary = "list, run and follow pipeline DAGs of a running daemon",
 	.exec = cmd_stub_exec,
 };
-
-const struct cmd_entry cmd_models_entry = {
-	.name = "models",
-	.usage = "models list | show NAME [VERSION] | promote NAME VERSION "
-	    "[--alias A] | rollback NAME  [-c FILE | --url URL] [--output json]",
-	.summary = "inspect the model registry, move aliases, roll back",
-	.exec = cmd_stub_exec,
-};

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sqlite3
+import socket
 import subprocess
 
 from mtest import Daemon, binary, run, test, tmpdir
@@ -62,14 +63,27 @@ def token_daemon():
     return Daemon({"http": {"admin_token_file": path}})
 
 
-def cli(d, *args, env=None):
-    """Run `mlopsd models ARGS -c CONFIG`; returns (rc, stdout, stderr)."""
+def cli(*args, env=None):
+    """Run `mlopsd models ARGS`; returns (rc, stdout, stderr)."""
     e = dict(os.environ)
+    for k in ("MLOPSD_TOKEN", "MLOPSD_URL"):
+        e.pop(k, None)
     e.update(env or {})
-    p = subprocess.run([binary(), "models"] + list(args) +
-                       (["-c", d.config_path] if d is not None else []),
+    p = subprocess.run([binary(), "models"] + list(args),
                        capture_output=True, text=True, timeout=20, env=e)
     return p.returncode, p.stdout, p.stderr
+
+
+def url(d):
+    return "--url=http://" + d.addr
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 @test
@@ -299,6 +313,132 @@ def registry_survives_a_restart():
         assert m["aliases"] == {"champion": 1}, m
         assert register(d, "churn", "b")["version"] == 2
         assert "schema migrated" not in d.log(), d.log()
+
+
+@test
+def cli_list_show_promote_rollback():
+    with Daemon() as d:
+        register(d, "churn", "a", metrics={"auc": 0.8125, "logloss": 0.5},
+                 run_id="run-7", features=["user:clicks_1h"])
+        register(d, "churn", "b", metrics={"auc": 0.875})
+        register(d, "fraud", "c")
+
+        rc, out, err = cli("list", url(d))
+        assert rc == 0, err
+        lines = out.splitlines()
+        assert lines[0].split() == ["NAME", "LATEST", "CREATED", "ALIASES"]
+        assert lines[1].split()[:2] == ["churn", "2"], out
+        assert lines[2].split()[:2] == ["fraud", "1"], out
+
+        rc, out, err = cli("promote", "churn", "1", url(d))
+        assert (rc, out) == (0, "churn: champion -> version 1\n"), (rc, err)
+        rc, out, err = cli("promote", "churn", "2", url(d))
+        assert out == "churn: champion -> version 2 (was 1)\n", (out, err)
+        rc, out, err = cli("promote", url(d), "--alias", "challenger",
+                           "churn", "1")
+        assert out == "churn: challenger -> version 1\n", (out, err)
+
+        rc, out, err = cli("list", url(d), "--output", "json")
+        assert rc == 0, err
+        models = json.loads(out)["models"]
+        assert models[0]["aliases"] == {"champion": 2, "challenger": 1}
+
+        rc, out, err = cli("show", "churn", url(d))
+        assert rc == 0, err
+        assert "aliases:  challenger=1 champion=2" in out, out
+        rows = [ln.split() for ln in out.splitlines()
+                if re.match(r"\s+\d+\s", ln)]
+        assert rows[0][0:2] == ["1", "challenger"], out
+        assert rows[0][3:] == ["run-7", "auc=0.8125", "logloss=0.5"], out
+        assert rows[1][0:2] == ["2", "champion"], out
+
+        rc, out, err = cli("show", "churn", "1", url(d))
+        assert rc == 0, err
+        assert re.search(r"^version: +1$", out, re.M), out
+        assert re.search(r"^run: +run-7$", out, re.M), out
+        assert re.search(r"^features: +user:clicks_1h$", out, re.M), out
+        assert re.search(r"^artifact: +sha256:%s \(1 bytes\)$" %
+                         hashlib.sha256(b"a").hexdigest(), out, re.M), out
+        rc, out, err = cli("show", "churn", "1", url(d), "--output=json")
+        assert json.loads(out)["lineage"]["run_id"] == "run-7"
+
+        rc, out, err = cli("rollback", "churn", url(d))
+        assert (rc, out) == (0, "churn: champion rolled back to version 1 "
+                                "(was 2)\n"), (rc, out, err)
+        rc, out, err = cli("rollback", "churn", url(d))
+        assert rc == 1, out
+        assert err == ('mlopsd models: model "churn" has no previous '
+                       'champion (champion is version 1) (HTTP 409 '
+                       'conflict)\n'), err
+
+
+@test
+def cli_errors_and_exit_codes():
+    with Daemon() as d:
+        register(d, "churn", "a")
+        rc, out, err = cli("show", "nope", url(d))
+        assert (rc, err) == (1, 'mlopsd models: no model "nope" (HTTP 404 '
+                                'not_found)\n'), (rc, err)
+        rc, out, err = cli("show", "churn", "7", url(d))
+        assert rc == 1 and 'no version 7 of model "churn"' in err, err
+        rc, out, err = cli("promote", "churn", "7", url(d))
+        assert rc == 1 and "HTTP 404" in err, err
+        rc, out, err = cli("promote", "churn", "1", "--alias", "Bad", url(d))
+        assert rc == 1 and 'bad alias "Bad"' in err, err
+        for args, msg in [
+                ((), "a subcommand is needed"),
+                (("frobnicate",), 'unknown subcommand "frobnicate"'),
+                (("show",), "show takes NAME [VERSION]"),
+                (("promote", "churn"), "promote takes NAME VERSION"),
+                (("promote", "churn", "x"), 'bad version "x"'),
+                (("rollback",), "rollback takes NAME"),
+                (("list", "extra"), "list takes no arguments"),
+                (("list", "--output", "yaml"), "--output is json or table"),
+                (("list", "--bogus"), "unknown option --bogus"),
+                (("list", "--url", "ftp://x"), "--url must be http://"),
+        ]:
+            rc, out, err = cli(*(args + (url(d),) if "--url" not in args
+                                 else args))
+            assert rc == 2, (args, rc, err)
+            assert msg in err, (args, err)
+        rc, out, err = cli("--help")
+        assert rc == 0 and "promote NAME VERSION" in out, out
+    # Nobody listening.
+    rc, out, err = cli("list", "--url", "http://127.0.0.1:%d" % free_port())
+    assert rc == 1, (rc, err)
+    assert "cannot connect to 127.0.0.1:" in err, err
+
+
+@test
+def cli_token_from_config_or_environment():
+    port = free_port()
+    dd = tmpdir()
+    tokfile = os.path.join(dd, "token")
+    with open(tokfile, "w") as f:
+        f.write(TOKEN + "\n")
+    with Daemon({"http": {"listen": "127.0.0.1:%d" % port,
+                          "admin_token_file": tokfile}}) as d:
+        register(d, "churn", "a", headers=auth())
+        # --url without a token: refused.
+        rc, out, err = cli("promote", "churn", "1", url(d))
+        assert rc == 1, (rc, out)
+        assert "needs a valid bearer token (HTTP 401 unauthorized)" in err
+        rc, out, err = cli("promote", "churn", "1", url(d),
+                           env={"MLOPSD_TOKEN": "wrong"})
+        assert rc == 1 and "HTTP 401" in err, err
+        # Reads need no token.
+        assert cli("list", url(d))[0] == 0
+        # The token from the environment...
+        rc, out, err = cli("promote", "churn", "1", url(d),
+                           env={"MLOPSD_TOKEN": TOKEN})
+        assert rc == 0, err
+        # ...or the address and token from the daemon's own config.
+        register(d, "churn", "b", headers=auth())
+        rc, out, err = cli("promote", "churn", "2", "-c", d.config_path)
+        assert (rc, out) == (0, "churn: champion -> version 2 (was 1)\n"), \
+            (rc, out, err)
+        rc, out, err = cli("list", env={"MLOPSD_URL": "http://" + d.addr})
+        assert rc == 0 and "champion=2" in out, (out, err)
 
 
 run()

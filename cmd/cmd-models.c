@@ -1,0 +1,437 @@
+/*
+ * cmd-models: `mlopsd models list | show NAME [VERSION] | promote NAME
+ * VERSION [--alias A] | rollback NAME`, the model registry of a running
+ * daemon over its HTTP API (SPEC §1, §5).
+ *
+ * Output is a table for people, or the API's JSON with --output json for
+ * scripts.  The daemon is found through -c FILE or --url (cmd/client.c).
+ * Exit status: 0 done, 1 the daemon refused or could not be reached,
+ * 2 usage.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cmd/client.h"
+#include "cmd/cmd.h"
+#include "common/util.h"
+#include "common/xmalloc.h"
+
+struct models_opts {
+	struct cmd_client	 c;
+	int			 json;
+	const char		*alias;
+	char			**args;		/* positional, after the verb */
+	int			 nargs;
+};
+
+/* GET path; prints an error and returns NULL unless 200. */
+static json_t *
+models_get(struct models_opts *o, const char *path)
+{
+	json_t	*reply;
+	char	 err[1024];
+	int	 status;
+
+	if ((status = cmd_client_call(&o->c, "GET", path, NULL, &reply, err,
+	    sizeof err)) == -1) {
+		fprintf(stderr, "mlopsd models: %s\n", err);
+		return NULL;
+	}
+	if (status != 200) {
+		cmd_client_print_error("models", status, reply);
+		json_decref(reply);
+		return NULL;
+	}
+	return reply;
+}
+
+static void
+models_print_json(json_t *j)
+{
+	char	*s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+
+	printf("%s\n", s);
+	free(s);
+}
+
+/* "champion=2 challenger=3" from {"champion":2,...}; caller frees. */
+static char *
+models_alias_list(json_t *aliases, int by_name)
+{
+	const char	*k;
+	json_t		*v;
+	char		*s = xstrdup(""), *t;
+	size_t		 i;
+
+	if (by_name) {
+		json_object_foreach(aliases, k, v) {
+			xasprintf(&t, "%s%s%s=%lld", s, s[0] != '\0' ? " " : "",
+			    k, (long long)json_integer_value(v));
+			free(s);
+			s = t;
+		}
+	} else {
+		json_array_foreach(aliases, i, v) {
+			xasprintf(&t, "%s%s%s", s, s[0] != '\0' ? "," : "",
+			    json_string_value(v));
+			free(s);
+			s = t;
+		}
+	}
+	if (s[0] == '\0') {
+		free(s);
+		s = xstrdup("-");
+	}
+	return s;
+}
+
+/* "auc=0.912 logloss=0.31" from a metrics object; caller frees. */
+static char *
+models_metric_list(json_t *metrics)
+{
+	const char	*k;
+	json_t		*v;
+	char		*s = xstrdup(""), *t;
+
+	json_object_foreach(metrics, k, v) {
+		if (json_is_number(v))
+			xasprintf(&t, "%s%s%s=%.6g", s, s[0] != '\0' ? " " :
+			    "", k, json_number_value(v));
+		else
+			xasprintf(&t, "%s%s%s=?", s, s[0] != '\0' ? " " : "",
+			    k);
+		free(s);
+		s = t;
+	}
+	if (s[0] == '\0') {
+		free(s);
+		s = xstrdup("-");
+	}
+	return s;
+}
+
+static const char *
+models_time(json_t *ms, char *buf, size_t len)
+{
+	if (!json_is_integer(ms))
+		return "-";
+	return util_format_rfc3339(json_integer_value(ms), buf, len);
+}
+
+static int
+models_list(struct models_opts *o)
+{
+	json_t	*r, *m, *models;
+	char	*aliases, tbuf[40];
+	size_t	 i;
+
+	if (o->nargs != 0)
+		return cmd_usage_error(&cmd_models_entry, "list takes no "
+		    "arguments");
+	if ((r = models_get(o, "/v1/models")) == NULL)
+		return CMD_EXIT_FAIL;
+	if (o->json) {
+		models_print_json(r);
+		json_decref(r);
+		return CMD_EXIT_OK;
+	}
+	models = json_object_get(r, "models");
+	printf("%-24s %7s  %-24s  %s\n", "NAME", "LATEST", "CREATED",
+	    "ALIASES");
+	json_array_foreach(models, i, m) {
+		aliases = models_alias_list(json_object_get(m, "aliases"), 1);
+		printf("%-24s %7lld  %-24s  %s\n",
+		    json_string_value(json_object_get(m, "name")),
+		    (long long)json_integer_value(json_object_get(m,
+		    "latest_version")),
+		    models_time(json_object_get(m, "created_at"), tbuf,
+		    sizeof tbuf), aliases);
+		free(aliases);
+	}
+	json_decref(r);
+	return CMD_EXIT_OK;
+}
+
+static void
+models_print_version(json_t *v)
+{
+	json_t		*lin = json_object_get(v, "lineage"), *f;
+	char		*aliases, *metrics, tbuf[40];
+	char		*params = json_dumps(json_object_get(v, "params"),
+			    JSON_COMPACT | JSON_SORT_KEYS);
+	const char	*s;
+	size_t		 i;
+
+	aliases = models_alias_list(json_object_get(v, "aliases"), 0);
+	metrics = models_metric_list(json_object_get(v, "metrics"));
+	printf("model:        %s\n", json_string_value(json_object_get(v,
+	    "name")));
+	printf("version:      %lld\n", (long long)json_integer_value(
+	    json_object_get(v, "version")));
+	printf("aliases:      %s\n", aliases);
+	printf("created:      %s\n", models_time(json_object_get(v,
+	    "created_at"), tbuf, sizeof tbuf));
+	printf("metrics:      %s\n", metrics);
+	printf("params:       %s\n", params != NULL ? params : "{}");
+	printf("artifact:     sha256:%s (%lld bytes)\n",
+	    json_string_value(json_object_get(json_object_get(v, "artifact"),
+	    "sha256")), (long long)json_integer_value(json_object_get(
+	    json_object_get(v, "artifact"), "size")));
+#define LINEAGE(label, key) do {					\
+	s = json_string_value(json_object_get(lin, key));		\
+	printf("%-14s%s\n", label, s != NULL ? s : "-");		\
+} while (0)
+	LINEAGE("dag:", "dag");
+	LINEAGE("run:", "run_id");
+	LINEAGE("git commit:", "git_commit");
+	LINEAGE("training set:", "training_set_sha256");
+#undef LINEAGE
+	printf("features:    ");
+	json_array_foreach(json_object_get(lin, "features"), i, f)
+		printf(" %s", json_string_value(f));
+	printf("%s\n", json_array_size(json_object_get(lin, "features")) == 0 ?
+	    " -" : "");
+	free(aliases);
+	free(metrics);
+	free(params);
+}
+
+static int
+models_show(struct models_opts *o)
+{
+	json_t	*r, *v;
+	char	*name, *path, *aliases, *metrics, tbuf[40];
+	size_t	 i;
+	int	 version = 0;
+
+	if (o->nargs < 1 || o->nargs > 2)
+		return cmd_usage_error(&cmd_models_entry, "show takes NAME "
+		    "[VERSION]");
+	if (o->nargs == 2 && cmd_parse_int(o->args[1], 1, 2147483647,
+	    &version) != 0)
+		return cmd_usage_error(&cmd_models_entry, "bad version \"%s\" "
+		    "(a number from 1)", o->args[1]);
+	name = cmd_client_escape(o->args[0]);
+	if (version > 0)
+		path = xstrfmt("/v1/models/%s/versions/%d", name, version);
+	else
+		path = xstrfmt("/v1/models/%s", name);
+	free(name);
+	r = models_get(o, path);
+	free(path);
+	if (r == NULL)
+		return CMD_EXIT_FAIL;
+	if (o->json)
+		models_print_json(r);
+	else if (version > 0)
+		models_print_version(r);
+	else {
+		aliases = models_alias_list(json_object_get(r, "aliases"), 1);
+		printf("model:    %s\naliases:  %s\ncreated:  %s\n\n",
+		    json_string_value(json_object_get(r, "name")), aliases,
+		    models_time(json_object_get(r, "created_at"), tbuf,
+		    sizeof tbuf));
+		free(aliases);
+		printf("%7s  %-20s  %-24s  %-16s  %s\n", "VERSION", "ALIASES",
+		    "CREATED", "RUN", "METRICS");
+		json_array_foreach(json_object_get(r, "versions"), i, v) {
+			const char *run = json_string_value(json_object_get(
+			    json_object_get(v, "lineage"), "run_id"));
+
+			aliases = models_alias_list(json_object_get(v,
+			    "aliases"), 0);
+			metrics = models_metric_list(json_object_get(v,
+			    "metrics"));
+			printf("%7lld  %-20s  %-24s  %-16s  %s\n",
+			    (long long)json_integer_value(json_object_get(v,
+			    "version")), aliases, models_time(json_object_get(v,
+			    "created_at"), tbuf, sizeof tbuf),
+			    run != NULL ? run : "-", metrics);
+			free(aliases);
+			free(metrics);
+		}
+	}
+	json_decref(r);
+	return CMD_EXIT_OK;
+}
+
+/* Send a mutating request and print what moved. */
+static int
+models_move(struct models_opts *o, const char *method, const char *path,
+    json_t *body, const char *what)
+{
+	json_t	*r, *prev;
+	char	 err[1024];
+	int	 status;
+
+	status = cmd_client_call(&o->c, method, path, body, &r, err,
+	    sizeof err);
+	if (status == -1) {
+		fprintf(stderr, "mlopsd models: %s\n", err);
+		return CMD_EXIT_FAIL;
+	}
+	if (status != 200) {
+		cmd_client_print_error("models", status, r);
+		json_decref(r);
+		return CMD_EXIT_FAIL;
+	}
+	if (o->json)
+		models_print_json(r);
+	else {
+		prev = json_object_get(r, "previous");
+		printf("%s: %s %s version %lld", json_string_value(
+		    json_object_get(r, "name")), json_string_value(
+		    json_object_get(r, "alias")), what,
+		    (long long)json_integer_value(json_object_get(r,
+		    "version")));
+		if (json_is_integer(prev))
+			printf(" (was %lld)", (long long)json_integer_value(prev));
+		printf("\n");
+	}
+	json_decref(r);
+	return CMD_EXIT_OK;
+}
+
+static int
+models_promote(struct models_opts *o)
+{
+	json_t	*body;
+	char	*name, *path;
+	int	 version, rc;
+
+	if (o->nargs != 2)
+		return cmd_usage_error(&cmd_models_entry, "promote takes NAME "
+		    "VERSION");
+	if (cmd_parse_int(o->args[1], 1, 2147483647, &version) != 0)
+		return cmd_usage_error(&cmd_models_entry, "bad version \"%s\" "
+		    "(a number from 1)", o->args[1]);
+	name = cmd_client_escape(o->args[0]);
+	path = xstrfmt("/v1/models/%s/aliases/%s", name, o->alias);
+	body = json_pack("{s:i, s:s}", "version", version, "reason",
+	    "mlopsd models promote");
+	rc = models_move(o, "PUT", path, body, "->");
+	json_decref(body);
+	free(path);
+	free(name);
+	return rc;
+}
+
+static int
+models_rollback(struct models_opts *o)
+{
+	char	*name, *path;
+	int	 rc;
+
+	if (o->nargs != 1)
+		return cmd_usage_error(&cmd_models_entry, "rollback takes NAME");
+	name = cmd_client_escape(o->args[0]);
+	path = xstrfmt("/v1/models/%s/rollback", name);
+	rc = models_move(o, "POST", path, NULL, "rolled back to");
+	free(path);
+	free(name);
+	return rc;
+}
+
+static const struct {
+	const char	*verb;
+	int		(*fn)(struct models_opts *o);
+} models_verbs[] = {
+	{ "list", models_list },
+	{ "show", models_show },
+	{ "promote", models_promote },
+	{ "rollback", models_rollback },
+};
+
+static int
+cmd_models_exec(const struct cmd_entry *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "url", required_argument, NULL, 'u' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "alias", required_argument, NULL, 'a' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct models_opts	 o;
+	const char		*config = NULL, *url = NULL;
+	char			 err[1024];
+	size_t			 i;
+	int			 ch, rc;
+
+	if (cmd_wants_help(self, argc, argv))
+		return CMD_EXIT_OK;
+	memset(&o, 0, sizeof o);
+	o.alias = "champion";
+	while ((ch = getopt_long(argc, argv, ":c:o:v", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			config = optarg;
+			break;
+		case 'u':
+			url = optarg;
+			break;
+		case 'o':
+			if (strcmp(optarg, "json") != 0 &&
+			    strcmp(optarg, "table") != 0)
+				return cmd_usage_error(self, "--output is json "
+				    "or table, not \"%s\"", optarg);
+			o.json = strcmp(optarg, "json") == 0;
+			break;
+		case 'a':
+			o.alias = optarg;
+			break;
+		case 'v':
+			cmd_verbose();
+			break;
+		default:
+			return cmd_bad_option(self, ch, argv);
+		}
+	}
+	if (optind >= argc)
+		return cmd_usage_error(self, "a subcommand is needed (list, "
+		    "show, promote, rollback)");
+	for (i = 0; i < sizeof models_verbs / sizeof models_verbs[0]; i++)
+		if (strcmp(argv[optind], models_verbs[i].verb) == 0)
+			break;
+	if (i == sizeof models_verbs / sizeof models_verbs[0])
+		return cmd_usage_error(self, "unknown subcommand \"%s\" (list, "
+		    "show, promote, rollback)", argv[optind]);
+	if (cmd_client_init(&o.c, config, url, err, sizeof err) != 0) {
+		fprintf(stderr, "mlopsd models: %s\n", err);
+		return CMD_EXIT_USAGE;
+	}
+	o.args = argv + optind + 1;
+	o.nargs = argc - optind - 1;
+	rc = models_verbs[i].fn(&o);
+	cmd_client_free(&o.c);
+	return rc;
+}
+
+const struct cmd_entry cmd_models_entry = {
+	.name = "models",
+	.usage = "models list | show NAME [VERSION] | promote NAME VERSION "
+	    "[--alias A] | rollback NAME  [-c FILE | --url URL] [--output json]",
+	.summary = "inspect the model registry, move aliases, roll back",
+	.exec = cmd_models_exec,
+	.help =
+	    "  list                   registered models, latest version, aliases\n"
+	    "  show NAME [VERSION]    a model's versions, or one version's "
+	    "metrics,\n"
+	    "                         params, artifact and lineage\n"
+	    "  promote NAME VERSION   point an alias (--alias A, default "
+	    "champion)\n"
+	    "                         at VERSION\n"
+	    "  rollback NAME          champion := the previous champion\n"
+	    "  -c, --config FILE      the daemon's config (its http.listen "
+	    "and token)\n"
+	    "  --url URL              the daemon, http://HOST:PORT "
+	    "(else $MLOPSD_URL)\n"
+	    "  --output json          the API's JSON instead of a table\n"
+	    "  --alias A              the alias promote moves\n"
+	    "The token is $MLOPSD_TOKEN, else the config's admin token.\n",
+};
