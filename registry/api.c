@@ -6,6 +6,7 @@
  *   GET    /v1/models/{name}                    model: aliases, versions
  *   GET    /v1/models/{name}/versions/{n}       version (?reference=1 adds
  *                                               the drift reference)
+ *   DELETE /v1/models/{name}/versions/{n}       unless an alias points at it
  *   GET    /v1/models/{name}/aliases/{alias}    the version it points to
  *   GET    /v1/models/{name}/history            alias moves, oldest first
  *   POST   /v1/models/{name}/versions           register a version:
@@ -21,8 +22,8 @@
  * (version null after a delete, previous null when there was none) and
  * need the admin token when one is configured.  Errors: a bad name,
  * version or body is 400 bad_request; a model, version or alias that does
- * not exist is 404 not_found; a rollback without a previous champion is
- * 409 conflict.
+ * not exist is 404 not_found; a rollback without a previous champion, or
+ * deleting a version an alias points at, is 409 conflict.
  *
  * Handlers run on HTTP worker threads; the registry serializes them.
  */
@@ -38,7 +39,7 @@
 #include "common/xmalloc.h"
 #include "registry/registry.h"
 
-#define API_NROUTES	9
+#define API_NROUTES	10
 
 struct registry_api {
 	struct registry		*r;
@@ -58,7 +59,8 @@ api_fail(struct http_req *req, const char *err)
 		http_reply_error(req, 404, "not_found", "%s", err);
 	else if (strncmp(err, "bad ", 4) == 0)
 		http_reply_error(req, 400, "bad_request", "%s", err);
-	else if (strstr(err, " has no ") != NULL)
+	else if (strstr(err, " has no ") != NULL ||
+	    strstr(err, " has alias ") != NULL)
 		http_reply_error(req, 409, "conflict", "%s", err);
 	else
 		http_reply_error(req, 500, "internal", "%s", err);
@@ -140,23 +142,51 @@ api_reply_version(struct http_req *req, struct registry_api *api,
 	http_reply_json(req, 200, o);
 }
 
-static void
-api_get_version(struct http_req *req, void *arg)
+/* The {n} of the path; 0 after replying 400. */
+static int
+api_version_param(struct http_req *req)
 {
-	struct registry_api	*api = arg;
-	const char		*name, *vs = http_req_param(req, "n");
-	char			*end;
-	long			 v;
+	const char	*vs = http_req_param(req, "n");
+	char		*end;
+	long		 v;
 
-	if ((name = api_model(req)) == NULL)
-		return;
 	v = strtol(vs, &end, 10);
 	if (end == vs || *end != '\0' || v < 1 || v > 2147483647L) {
 		http_reply_error(req, 400, "bad_request", "bad version "
 		    "\"%.64s\" (a number from 1)", vs);
+		return 0;
+	}
+	return (int)v;
+}
+
+static void
+api_get_version(struct http_req *req, void *arg)
+{
+	struct registry_api	*api = arg;
+	const char		*name;
+	int			 v;
+
+	if ((name = api_model(req)) == NULL || (v = api_version_param(req)) == 0)
+		return;
+	api_reply_version(req, api, name, v);
+}
+
+static void
+api_delete_version(struct http_req *req, void *arg)
+{
+	struct registry_api	*api = arg;
+	const char		*name;
+	char			 err[512];
+	int			 v;
+
+	if ((name = api_model(req)) == NULL || (v = api_version_param(req)) == 0)
+		return;
+	if (registry_version_delete(api->r, name, v, err, sizeof err) != 0) {
+		api_fail(req, err);
 		return;
 	}
-	api_reply_version(req, api, name, (int)v);
+	http_reply_json(req, 200, json_pack("{s:s, s:i, s:b}", "name", name,
+	    "version", v, "deleted", 1));
 }
 
 static void
@@ -417,8 +447,8 @@ api_collect(void *arg)
 struct registry_api *
 registry_api_new(struct registry *r, struct metrics *m)
 {
-	static const char *const kinds[] = { "version_created", "alias_moved",
-	    "alias_deleted", "rollback" };
+	static const char *const kinds[] = { "version_created",
+	    "version_deleted", "alias_moved", "alias_deleted", "rollback" };
 	struct registry_api	*api = xcalloc(1, sizeof *api);
 	size_t			 i = 0;
 
@@ -431,6 +461,9 @@ registry_api_new(struct registry *r, struct metrics *m)
 	    api_get_model, api, 0 };
 	api->routes[i++] = (struct http_route){ "GET",
 	    "/v1/models/{name}/versions/{n}", api_get_version, api, 0 };
+	api->routes[i++] = (struct http_route){ "DELETE",
+	    "/v1/models/{name}/versions/{n}", api_delete_version, api,
+	    HTTP_ROUTE_MUTATING };
 	api->routes[i++] = (struct http_route){ "GET",
 	    "/v1/models/{name}/aliases/{alias}", api_get_alias, api, 0 };
 	api->routes[i++] = (struct http_route){ "GET",
@@ -449,8 +482,9 @@ registry_api_new(struct registry *r, struct metrics *m)
 	    HTTP_ROUTE_MUTATING };
 	if (m != NULL) {
 		api->events = metrics_counter(m, "mlopsd_registry_events_total",
-		    "Model registry events (version_created, alias_moved, "
-		    "alias_deleted, rollback), from every process.", "kind");
+		    "Model registry events (version_created, version_deleted, "
+		    "alias_moved, alias_deleted, rollback), from every process.",
+		    "kind");
 		for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
 			metric_get(api->events, kinds[i]);
 		metrics_add_collector(m, api_collect, api);

@@ -91,6 +91,9 @@ static const char *const registry_migrations[] = {
 	"  version INTEGER,"
 	"  at INTEGER NOT NULL);",
 };
+static int	registry_version_exists(struct registry *r, const char *model,
+		    int version);
+
 #define REGISTRY_NMIGRATIONS \
 	(int)(sizeof registry_migrations / sizeof registry_migrations[0])
 
@@ -554,6 +557,71 @@ registry_version_create(struct registry *r,
 	    s->run_id != NULL ? ", run " : "",
 	    s->run_id != NULL ? s->run_id : "");
 	*version = v;
+	return 0;
+fail:
+	sqlite3_finalize(st);
+	sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+	pthread_mutex_unlock(&r->lock);
+	return -1;
+}
+
+int
+registry_version_delete(struct registry *r, const char *model, int version,
+    char *err, size_t errlen)
+{
+	sqlite3_stmt	*st = NULL;
+	int		 rc;
+
+	if (registry_check_model(model, err, errlen) != 0)
+		return -1;
+	pthread_mutex_lock(&r->lock);
+	if (registry_exec(r, "BEGIN IMMEDIATE", err, errlen) != 0) {
+		pthread_mutex_unlock(&r->lock);
+		return -1;
+	}
+	switch (registry_version_exists(r, model, version)) {
+	case 1:
+		break;
+	case 0:
+		snprintf(err, errlen, "no version %d of model \"%s\"", version,
+		    model);
+		goto fail;
+	default:
+		registry_dberr(r, err, errlen);
+		goto fail;
+	}
+	st = registry_prepare(r, "SELECT alias FROM aliases WHERE model = ? "
+	    "AND version = ? ORDER BY alias LIMIT 1", err, errlen);
+	if (st == NULL)
+		goto fail;
+	sqlite3_bind_text(st, 1, model, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(st, 2, version);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		snprintf(err, errlen, "version %d of model \"%s\" has alias "
+		    "\"%s\": move or delete the alias first", version, model,
+		    sqlite3_column_text(st, 0));
+		goto fail;
+	}
+	sqlite3_finalize(st);
+	st = registry_prepare(r, "DELETE FROM versions WHERE model = ? AND "
+	    "version = ?", err, errlen);
+	if (st == NULL)
+		goto fail;
+	sqlite3_bind_text(st, 1, model, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(st, 2, version);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	st = NULL;
+	if (rc != SQLITE_DONE) {
+		registry_dberr(r, err, errlen);
+		goto fail;
+	}
+	if (registry_event_add(r, "version_deleted", model, NULL, version,
+	    util_now_ms(), err, errlen) != 0 ||
+	    registry_exec(r, "COMMIT", err, errlen) != 0)
+		goto fail;
+	pthread_mutex_unlock(&r->lock);
+	log_info("registry", "model %s version %d deleted", model, version);
 	return 0;
 fail:
 	sqlite3_finalize(st);
@@ -1166,4 +1234,21 @@ registry_events_since(struct registry *r, int64_t after_seq,
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&r->lock);
 	return rc;
+}
+
+int64_t
+registry_events_last_seq(struct registry *r)
+{
+	sqlite3_stmt	*st;
+	char		 err[256];
+	int64_t		 seq = -1;
+
+	pthread_mutex_lock(&r->lock);
+	st = registry_prepare(r, "SELECT COALESCE(MAX(seq), 0) FROM events",
+	    err, sizeof err);
+	if (st != NULL && sqlite3_step(st) == SQLITE_ROW)
+		seq = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&r->lock);
+	return seq;
 }

@@ -12,8 +12,8 @@
  * content-addressed at DATA_DIR/artifacts/sha256/<hex> and checked against
  * their sha256 whenever their path is asked for.
  *
- * Every change appends a registry event (version_created, alias_moved,
- * alias_deleted, rollback) with an increasing seq, which the daemon reads
+ * Every change appends a registry event (version_created, version_deleted,
+ * alias_moved, alias_deleted, rollback) with an increasing seq, which the daemon reads
  * to count them and to start DAGs declared `on: [{alias: model@alias}]`.
  *
  * A struct registry may be used from several threads: its calls are
@@ -63,6 +63,15 @@ struct registry_version_spec {
 int	registry_version_create(struct registry *r,
 	    const struct registry_version_spec *s, int *version, char *err,
 	    size_t errlen);
+
+/*
+ * Delete a version (MLflow's delete model version): its row goes, its
+ * number is never given again, its artifact file stays (content may be
+ * shared).  Refused while an alias points at it ("... has alias ...").
+ * Logged as a version_deleted event.
+ */
+int	registry_version_delete(struct registry *r, const char *model,
+	    int version, char *err, size_t errlen);
 
 /*
  * A version in the SPEC §5 shape: {"name", "version", "aliases":[...],
@@ -124,8 +133,9 @@ int	registry_artifact_path(struct registry *r, const char *model,
 
 struct registry_event {
 	int64_t		 seq;
-	const char	*kind;		/* "version_created", "alias_moved",
-					   "alias_deleted", "rollback" */
+	const char	*kind;		/* "version_created", "version_deleted",
+					   "alias_moved", "alias_deleted",
+					   "rollback" */
 	const char	*model;
 	const char	*alias;		/* NULL for version_created */
 	int		 version;	/* created, or the alias's new version
@@ -141,6 +151,11 @@ struct registry_event {
 int	registry_events_since(struct registry *r, int64_t after_seq,
 	    int (*fn)(void *arg, const struct registry_event *ev), void *arg,
 	    char *err, size_t errlen);
+/*
+ * The seq of the newest event (0 when there is none, -1 on error): where a
+ * poller that only wants events from now on starts.
+ */
+int64_t	registry_events_last_seq(struct registry *r);
 
 /*
  * The reference distributions of a training set for drift detection, from

@@ -193,6 +193,28 @@ def rollback_walks_back_the_champion_chain():
 
 
 @test
+def delete_a_version_then_rollback_skips_it():
+    with Daemon() as d:
+        for i in range(3):
+            register(d, "churn", "model %d" % i)
+        for v in (1, 2, 3):
+            put_alias(d, "churn", "champion", v)
+        assert_error(d.request("DELETE", "/v1/models/churn/versions/3"),
+                     409, "conflict", 'version 3 of model "churn" has alias '
+                     '"champion": move or delete the alias first')
+        r = d.request("DELETE", "/v1/models/churn/versions/2")
+        assert r.status == 200, r
+        assert r.json() == {"name": "churn", "version": 2, "deleted": True}
+        assert_error(d.get("/v1/models/churn/versions/2"), 404, "not_found")
+        assert_error(d.request("DELETE", "/v1/models/churn/versions/2"), 404,
+                     "not_found")
+        assert d.post("/v1/models/churn/rollback").json()["version"] == 1
+        assert register(d, "churn", "again")["version"] == 4
+        m = d.get("/v1/models/churn").json()
+        assert [v["version"] for v in m["versions"]] == [1, 3, 4], m
+
+
+@test
 def not_found_and_bad_requests():
     with Daemon() as d:
         register(d, "churn", "m")
@@ -260,6 +282,8 @@ def mutating_routes_need_the_token():
                      "unauthorized")
         assert_error(d.request("DELETE", "/v1/models/churn/aliases/champion"),
                      401, "unauthorized")
+        assert_error(d.request("DELETE", "/v1/models/churn/versions/1"),
+                     401, "unauthorized")
         # Reads stay open.
         assert d.get("/v1/models/churn").json()["aliases"] == \
             {"champion": 2}
@@ -293,6 +317,7 @@ def events_are_counted_from_every_process():
         assert count("alias_moved") == 2
         assert count("rollback") == 1
         assert count("alias_deleted") == 1
+        assert count("version_deleted") == 0
         assert re.search(r'mlopsd_http_requests_total\{route="/v1/models/'
                          r'\{name\}/rollback",code="200"\} 1', text), text
         log = d.log()

@@ -439,6 +439,34 @@ test_rollback_skips_deleted_versions(void **state)
 }
 
 static void
+test_version_delete(void **state)
+{
+	struct fixture	*f = *state;
+	char		 err[512];
+	int		 i;
+
+	for (i = 0; i < 3; i++)
+		create(f, "churn");
+	promote(f, 1);
+	promote(f, 2);
+	promote(f, 3);
+	assert_int_equal(registry_version_delete(f->r, "churn", 3, err,
+	    sizeof err), -1);
+	assert_string_equal(err, "version 3 of model \"churn\" has alias "
+	    "\"champion\": move or delete the alias first");
+	assert_int_equal(registry_version_delete(f->r, "churn", 2, err,
+	    sizeof err), 0);
+	assert_int_equal(registry_version_delete(f->r, "churn", 2, err,
+	    sizeof err), -1);
+	assert_string_equal(err, "no version 2 of model \"churn\"");
+	assert_null(registry_version_json(f->r, "churn", 2, err, sizeof err));
+	/* Rollback skips it; numbers are not reused. */
+	assert_int_equal(rollback(f), 1);
+	assert_int_equal(create(f, "churn"), 4);
+	assert_true(registry_events_last_seq(f->r) > 0);
+}
+
+static void
 test_rollback_after_delete(void **state)
 {
 	struct fixture	*f = *state;
@@ -563,6 +591,7 @@ test_events(void **state)
 	assert_int_equal(registry_events_since(f->r, 6, collect, &l, err,
 	    sizeof err), 0);
 	assert_int_equal(l.n, 0);
+	assert_int_equal(registry_events_last_seq(f->r), 6);
 }
 
 static void
@@ -757,6 +786,8 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_rollback_skips_deleted_versions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_version_delete,
+		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rollback_after_delete,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_artifact_corruption,
