@@ -159,11 +159,11 @@ models_list(struct models_opts *o)
 static void
 models_print_version(json_t *v)
 {
-	json_t		*lin = json_object_get(v, "lineage"), *f;
-	char		*aliases, *metrics, tbuf[40];
+	json_t		*lin = json_object_get(v, "lineage"), *f, *ref;
+	char		*aliases, *metrics, *tags, tbuf[40];
 	char		*params = json_dumps(json_object_get(v, "params"),
 			    JSON_COMPACT | JSON_SORT_KEYS);
-	const char	*s;
+	const char	*s, *k;
 	size_t		 i;
 
 	aliases = models_alias_list(json_object_get(v, "aliases"), 0);
@@ -195,6 +195,21 @@ models_print_version(json_t *v)
 		printf(" %s", json_string_value(f));
 	printf("%s\n", json_array_size(json_object_get(lin, "features")) == 0 ?
 	    " -" : "");
+	tags = json_dumps(json_object_get(v, "tags"), JSON_COMPACT |
+	    JSON_SORT_KEYS);
+	printf("tags:         %s\n", tags != NULL ? tags : "{}");
+	free(tags);
+	/* The drift reference, summed up: rows and each feature's kind. */
+	ref = json_object_get(v, "reference");
+	if (json_is_object(ref)) {
+		printf("reference:    %lld rows,", (long long)json_integer_value(
+		    json_object_get(ref, "rows")));
+		json_object_foreach(json_object_get(ref, "features"), k, f)
+			printf(" %s (%s)", k, json_string_value(json_object_get(
+			    f, "type")));
+		printf("\n");
+	} else
+		printf("reference:    - (no drift reference)\n");
 	free(aliases);
 	free(metrics);
 	free(params);
@@ -217,7 +232,8 @@ models_show(struct models_opts *o)
 		    "(a number from 1)", o->args[1]);
 	name = cmd_client_escape(o->args[0]);
 	if (version > 0)
-		path = xstrfmt("/v1/models/%s/versions/%d", name, version);
+		path = xstrfmt("/v1/models/%s/versions/%d%s", name, version,
+		    o->json ? "" : "?reference=1");
 	else
 		path = xstrfmt("/v1/models/%s", name);
 	free(name);

@@ -344,7 +344,11 @@ def registry_survives_a_restart():
 def cli_list_show_promote_rollback():
     with Daemon() as d:
         register(d, "churn", "a", metrics={"auc": 0.8125, "logloss": 0.5},
-                 run_id="run-7", features=["user:clicks_1h"])
+                 run_id="run-7", features=["user:clicks_1h"],
+                 tags={"team": "growth"},
+                 reference={"rows": 10, "features": {
+                     "clicks_1h": {"type": "numeric"},
+                     "country": {"type": "categorical"}}})
         register(d, "churn", "b", metrics={"auc": 0.875})
         register(d, "fraud", "c")
 
@@ -382,10 +386,17 @@ def cli_list_show_promote_rollback():
         assert re.search(r"^version: +1$", out, re.M), out
         assert re.search(r"^run: +run-7$", out, re.M), out
         assert re.search(r"^features: +user:clicks_1h$", out, re.M), out
+        assert re.search(r'^tags: +\{"team":"growth"\}$', out, re.M), out
+        assert re.search(r"^reference: +10 rows, clicks_1h \(numeric\) "
+                         r"country \(categorical\)$", out, re.M), out
         assert re.search(r"^artifact: +sha256:%s \(1 bytes\)$" %
                          hashlib.sha256(b"a").hexdigest(), out, re.M), out
         rc, out, err = cli("show", "churn", "1", url(d), "--output=json")
         assert json.loads(out)["lineage"]["run_id"] == "run-7"
+        assert "reference" not in json.loads(out)
+        rc, out, err = cli("show", "churn", "2", url(d))
+        assert re.search(r"^reference: +- \(no drift reference\)$", out,
+                         re.M), out
 
         rc, out, err = cli("rollback", "churn", url(d))
         assert (rc, out) == (0, "churn: champion rolled back to version 1 "
