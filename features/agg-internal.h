@@ -74,6 +74,13 @@ struct agg_plan	*agg_plan_new(const struct agg_window_spec *windows,
 		     size_t nfeatures, const char *const *field_names,
 		     size_t nfields, char *err, size_t errlen);
 void		 agg_plan_free(struct agg_plan *plan);
+/*
+ * The plan of a repo view over its source's field vector (replay.c): the
+ * one layout both the online store and offline replay use, so that states
+ * encode and decode across them.  NULL with a message on a bad view.
+ */
+struct agg_plan	*agg_plan_for_view(const struct repo_view *view, char *err,
+		     size_t errlen);
 /* Bytes of one tile of this plan (header and fixed-size slots). */
 size_t		 agg_plan_tile_bytes(const struct agg_plan *plan);
 /* Number of hop series (distinct hops among the windows). */

@@ -208,4 +208,53 @@ int				 repo_agg_parse(const char *name, enum repo_agg *out);
 /* "int", "string", ... ("any" for JSON fields). */
 const char			*repo_ftype_name(enum repo_ftype type);
 
+/* ==================================================================== */
+/*
+ * Replay (replay.c): the aggregation engine for offline consumers
+ * (training-set, verify).  A replay compiles one view with the same plan
+ * layout as the online store and holds one entity state at a time.
+ * Feed it an entity's events in (ts, partition, offset) order and read
+ * values between additions: for a value as of t, add every event with
+ * ts <= t first and none after (agg_result()'s precondition).  The replay
+ * is owned by its creator, used by one thread at a time, and borrows view
+ * (which must outlive it).  No I/O.
+ */
+struct replay;
+
+/* Compile view.  Returns NULL with a message on a bad view. */
+struct replay		*replay_new(const struct repo_view *view, char *err,
+			     size_t errlen);
+void			 replay_free(struct replay *r);
+/* Forget the current entity: the next event starts a new one. */
+void			 replay_reset(struct replay *r);
+/*
+ * Add one event: fields holds view->source->nfields values in
+ * repo_source.fields order (AGG_NULL for missing ones); strings are
+ * copied.  Returns 0, or -1 with a message for a bad event (a string in
+ * a numeric aggregation's field...), state untouched.
+ */
+int			 replay_add(struct replay *r, int64_t ts,
+			     int32_t partition, int64_t offset,
+			     const struct agg_value *fields, char *err,
+			     size_t errlen);
+/* ts of the newest event added: 0, or -1 when the entity has none. */
+int			 replay_newest(const struct replay *r, int64_t *ts);
+/*
+ * The value of feature `feature` (index in view->features) over window
+ * `window` as of as_of_ms (SPEC §3); types as agg_result() in
+ * agg-internal.h.  Strings and lists in *out stay valid until the next
+ * call on r.  Returns 0, or -1 with a message when as_of_ms is before the
+ * newest event added or the indexes are out of range.
+ */
+int			 replay_value(struct replay *r, size_t feature,
+			     size_t window, int64_t as_of_ms,
+			     struct agg_value *out, char *err, size_t errlen);
+/*
+ * Replace the current entity by a state the online store encoded (its
+ * `entity.state` column).  Returns 0, or -1 with a message (corrupt, or
+ * written for another layout of the view).
+ */
+int			 replay_load(struct replay *r, const void *data,
+			     size_t len, char *err, size_t errlen);
+
 #endif

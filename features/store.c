@@ -251,52 +251,6 @@ entity_free(struct store *s, struct store_entity *e)
 	free(e);
 }
 
-/* Build the aggregation plan of a view over its source's field vector. */
-static struct agg_plan *
-store_plan_new(const struct repo_view *v, char *err, size_t errlen)
-{
-	const struct repo_source	 *src = v->source;
-	struct agg_window_spec		 *ws;
-	struct agg_feature_spec		 *fs;
-	const char			**names;
-	struct agg_plan			 *plan = NULL;
-
-	ws = xcalloc(v->nwindows, sizeof *ws);
-	fs = xcalloc(v->nfeatures, sizeof *fs);
-	names = xcalloc(src->nfields ? src->nfields : 1, sizeof *names);
-	for (size_t i = 0; i < src->nfields; i++)
-		names[i] = src->fields[i].name;
-	for (size_t i = 0; i < v->nwindows; i++) {
-		ws[i].size_ms = v->windows[i].size_ms;
-		ws[i].hop_ms = v->windows[i].hop_ms;
-	}
-	for (size_t i = 0; i < v->nfeatures; i++) {
-		const struct repo_feature *f = &v->features[i];
-
-		fs[i].kind = (enum agg_kind)f->agg;
-		fs[i].n = (uint32_t)f->n;
-		fs[i].field = AGG_NO_FIELD;
-		if (f->field != NULL) {
-			for (size_t j = 0; j < src->nfields; j++)
-				if (strcmp(src->fields[j].name, f->field) == 0)
-					fs[i].field = (int)j;
-			if (fs[i].field == AGG_NO_FIELD) {
-				snprintf(err, errlen, "view %s: field %s not "
-				    "read from source %s", v->name, f->field,
-				    src->name);
-				goto out;
-			}
-		}
-	}
-	plan = agg_plan_new(ws, v->nwindows, fs, v->nfeatures, names,
-	    src->nfields, err, errlen);
-out:
-	free(ws);
-	free(fs);
-	free(names);
-	return plan;
-}
-
 static const char store_schema[] =
     "PRAGMA journal_mode=WAL;"
     "PRAGMA synchronous=NORMAL;"
@@ -549,7 +503,8 @@ store_open(const struct repo *repo, const char *path, int nshards,
 	s->views = xcalloc(s->nviews ? s->nviews : 1, sizeof *s->views);
 	for (size_t i = 0; i < s->nviews; i++) {
 		s->views[i].view = &repo->views[i];
-		s->views[i].plan = store_plan_new(&repo->views[i], err, errlen);
+		s->views[i].plan = agg_plan_for_view(&repo->views[i], err,
+		    errlen);
 		if (s->views[i].plan == NULL)
 			goto fail;
 	}

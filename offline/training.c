@@ -1,0 +1,780 @@
+/*
+ * training: the point-in-time join of a spine (entity keys and times) with
+ * the offline copy of the events (SPEC §4).
+ *
+ * The spine is read into memory, and for each view requested its rows are
+ * sorted by (key, ts) and grouped by key in a hash table.  The view's
+ * events are then streamed from the offline store, grouped by key and in
+ * time order: for each key one replay (features/replay.c, the online
+ * engine) adds the events and, before the first event later than a row's
+ * time, reads the row's values.  So no event after a row's time can reach
+ * it, and values equal the online store's by construction.  Rows whose
+ * key has no event get the values of an empty window.  Cells are kept as
+ * formatted text and written in spine order once everything is computed:
+ * a failure leaves no output.
+ */
+#include "offline/training.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "common/sha256.h"
+#include "common/util.h"
+#include "common/xmalloc.h"
+#include "features/features.h"
+#include "features/store.h"
+
+#define TRAINING_TS_COLUMN	"event_timestamp"
+/* Up to this many distinct keys the scan asks for those keys alone. */
+#define TRAINING_MAX_SCAN_KEYS	10000
+
+/* One requested output column. */
+struct training_out {
+	size_t		 view;		/* index into the repo's views */
+	size_t		 feature;
+	size_t		 window;
+	size_t		 col;		/* index among the output columns */
+};
+
+/* A spine row of one view: its entity key and time. */
+struct training_ref {
+	const char	*key;
+	size_t		 keylen;
+	int64_t		 ts;
+	size_t		 row;
+};
+
+/* The spine rows of one key: refs[first .. first + n), sorted by ts. */
+struct training_group {
+	const char	*key;
+	size_t		 keylen;
+	size_t		 first;
+	size_t		 n;
+	int		 seen;		/* its events were streamed */
+};
+
+struct training_job {
+	const struct repo	 *repo;
+	struct training_out	 *outs;
+	size_t			  nouts;
+	/* The spine. */
+	struct training_csv_row	 *rows;
+	size_t			  nrows;
+	int64_t			 *ts;
+	char			**cells;	/* [row * nouts + col] */
+	/* The view being joined. */
+	const struct repo_view	 *view;
+	size_t			  viewidx;
+	struct replay		 *replay;
+	struct training_ref	 *refs;
+	struct training_group	 *groups;
+	size_t			  ngroups;
+	size_t			 *table;	/* open addressing: group + 1 */
+	size_t			  tablesize;
+	struct training_group	 *cur;		/* key being streamed */
+	size_t			  pos;		/* next ref of cur */
+	char			 *err;
+	size_t			  errlen;
+};
+
+/* ---------------------------------------------------------------- CSV */
+
+static void
+csv_addc(struct training_csv_row *row, char ch)
+{
+	row->buf = xgrow(row->buf, &row->cap, row->len + 1, 1);
+	row->buf[row->len++] = ch;
+}
+
+static void
+csv_newfield(struct training_csv_row *row)
+{
+	row->off = xgrow(row->off, &row->offcap, row->n + 1,
+	    sizeof *row->off);
+	row->off[row->n++] = row->len;
+}
+
+int
+training_csv_read(FILE *f, size_t *line, struct training_csv_row *row,
+    char *err, size_t errlen)
+{
+	int	ch, quoted = 0, closed = 0;
+
+	row->len = 0;
+	row->n = 0;
+	if ((ch = getc(f)) == EOF)
+		return 0;
+	row->line = ++*line;
+	csv_newfield(row);
+	for (;; ch = getc(f)) {
+		if (quoted) {
+			if (ch == EOF) {
+				snprintf(err, errlen, "line %zu: unterminated "
+				    "quoted field", row->line);
+				return -1;
+			}
+			if (ch == '"') {
+				if ((ch = getc(f)) != '"') {
+					quoted = 0;
+					closed = 1;
+					ungetc(ch, f);
+					continue;
+				}
+			} else if (ch == '\n')
+				++*line;
+			csv_addc(row, (char)ch);
+			continue;
+		}
+		if (ch == '\r') {
+			if ((ch = getc(f)) != '\n')
+				ungetc(ch, f);
+			ch = '\n';
+		}
+		if (ch == EOF || ch == '\n')
+			break;
+		if (ch == ',') {
+			csv_addc(row, '\0');
+			csv_newfield(row);
+			closed = 0;
+			continue;
+		}
+		if (closed) {
+			snprintf(err, errlen, "line %zu: character after a "
+			    "closing quote", *line);
+			return -1;
+		}
+		if (ch == '"' && row->len == row->off[row->n - 1]) {
+			quoted = 1;
+			continue;
+		}
+		csv_addc(row, (char)ch);
+	}
+	csv_addc(row, '\0');
+	return 1;
+}
+
+void
+training_csv_row_free(struct training_csv_row *row)
+{
+	free(row->buf);
+	free(row->off);
+	memset(row, 0, sizeof *row);
+}
+
+static void
+buf_add(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+{
+	*buf = xgrow(*buf, cap, *len + n + 1, 1);
+	memcpy(*buf + *len, s, n);
+	*len += n;
+	(*buf)[*len] = '\0';
+}
+
+void
+training_csv_put(char **buf, size_t *len, size_t *cap, const char *s,
+    size_t slen)
+{
+	int	quote = 0;
+
+	for (size_t i = 0; i < slen && !quote; i++)
+		quote = s[i] == ',' || s[i] == '"' || s[i] == '\r' ||
+		    s[i] == '\n';
+	if (slen > 0 && (s[0] == ' ' || s[slen - 1] == ' '))
+		quote = 1;
+	if (!quote) {
+		buf_add(buf, len, cap, s, slen);
+		return;
+	}
+	buf_add(buf, len, cap, "\"", 1);
+	for (size_t i = 0; i < slen; i++) {
+		if (s[i] == '"')
+			buf_add(buf, len, cap, "\"", 1);
+		buf_add(buf, len, cap, s + i, 1);
+	}
+	buf_add(buf, len, cap, "\"", 1);
+}
+
+void
+training_csv_put_value(char **buf, size_t *len, size_t *cap,
+    const struct agg_value *v)
+{
+	char	 num[64];
+	char	*js;
+	json_t	*j;
+
+	switch (v->type) {
+	case AGG_NULL:
+		buf_add(buf, len, cap, "", 0);
+		break;
+	case AGG_INT:
+		snprintf(num, sizeof num, "%lld", (long long)v->u.i);
+		buf_add(buf, len, cap, num, strlen(num));
+		break;
+	case AGG_DOUBLE:
+		snprintf(num, sizeof num, "%.17g", v->u.d);
+		buf_add(buf, len, cap, num, strlen(num));
+		break;
+	case AGG_BOOL:
+		buf_add(buf, len, cap, v->u.b ? "true" : "false",
+		    v->u.b ? 4 : 5);
+		break;
+	case AGG_STRING:
+		training_csv_put(buf, len, cap, v->u.s.ptr, v->u.s.len);
+		break;
+	case AGG_LIST:
+		j = store_value_json(v);
+		js = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+		training_csv_put(buf, len, cap, js, strlen(js));
+		free(js);
+		json_decref(j);
+		break;
+	}
+}
+
+/* ----------------------------------------------------------- features */
+
+/* Parse "view:feature_window,view,..." into job->outs. */
+static int
+training_parse_features(struct training_job *job, const char *list,
+    char *err, size_t errlen)
+{
+	const struct repo	*repo = job->repo;
+	char			*copy = xstrdup(list), *tok, *save = NULL;
+	size_t			 cap = 0;
+	int			 rc = -1;
+
+	for (tok = strtok_r(copy, ",", &save); tok != NULL;
+	    tok = strtok_r(NULL, ",", &save)) {
+		const struct repo_view	*v;
+		size_t			 f, w, nf, nw, f0, w0;
+
+		while (*tok == ' ')
+			tok++;
+		for (size_t n = strlen(tok); n > 0 && tok[n - 1] == ' '; n--)
+			tok[n - 1] = '\0';
+		if (*tok == '\0')
+			continue;
+		if (strchr(tok, ':') != NULL) {
+			if (repo_output_find(repo, tok, &v, &f, &w) != 0) {
+				snprintf(err, errlen, "--features: unknown "
+				    "feature %s", tok);
+				goto fail;
+			}
+			f0 = f, w0 = w, nf = 1, nw = 1;
+		} else {
+			if ((v = repo_view_find(repo, tok)) == NULL) {
+				snprintf(err, errlen, "--features: unknown "
+				    "feature view %s", tok);
+				goto fail;
+			}
+			f0 = 0, w0 = 0, nf = v->nfeatures, nw = v->nwindows;
+		}
+		for (f = f0; f < f0 + nf; f++) {
+			for (w = w0; w < w0 + nw; w++) {
+				job->outs = xgrow(job->outs, &cap,
+				    job->nouts + 1, sizeof *job->outs);
+				job->outs[job->nouts].view =
+				    (size_t)(v - repo->views);
+				job->outs[job->nouts].feature = f;
+				job->outs[job->nouts].window = w;
+				job->outs[job->nouts].col = job->nouts;
+				job->nouts++;
+			}
+		}
+	}
+	if (job->nouts == 0) {
+		snprintf(err, errlen, "--features: no feature given");
+		goto fail;
+	}
+	rc = 0;
+fail:
+	free(copy);
+	return rc;
+}
+
+/* -------------------------------------------------------------- spine */
+
+static int
+training_find_column(const struct training_csv_row *hdr, const char *name)
+{
+	for (size_t i = 0; i < hdr->n; i++)
+		if (strcmp(training_csv_field(hdr, i), name) == 0)
+			return (int)i;
+	return -1;
+}
+
+static int
+training_read_spine(struct training_job *job, const char *path,
+    struct training_csv_row *hdr, int *tscol, char *err, size_t errlen)
+{
+	FILE			*f;
+	struct training_csv_row	 row;
+	size_t			 line = 0, cap = 0, tcap = 0;
+	char			 msg[256];
+	int			 rc = -1, r;
+
+	if ((f = fopen(path, "r")) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	if ((r = training_csv_read(f, &line, hdr, msg, sizeof msg)) <= 0) {
+		snprintf(err, errlen, "%s: %s", path, r == 0 ?
+		    "empty file (a header line is needed)" : msg);
+		goto out;
+	}
+	if ((*tscol = training_find_column(hdr, TRAINING_TS_COLUMN)) < 0) {
+		snprintf(err, errlen, "%s:1: missing column %s", path,
+		    TRAINING_TS_COLUMN);
+		goto out;
+	}
+	for (size_t o = 0; o < job->nouts; o++) {
+		const struct repo_view *v = &job->repo->views[job->outs[o].view];
+
+		for (size_t k = 0; k < v->njoin_keys; k++) {
+			if (training_find_column(hdr, v->join_keys[k]) >= 0)
+				continue;
+			snprintf(err, errlen, "%s:1: missing column %s (a join "
+			    "key of view %s)", path, v->join_keys[k], v->name);
+			goto out;
+		}
+	}
+	for (;;) {
+		const char	*tstext;
+
+		memset(&row, 0, sizeof row);
+		if ((r = training_csv_read(f, &line, &row, msg,
+		    sizeof msg)) <= 0) {
+			training_csv_row_free(&row);
+			if (r == 0)
+				break;
+			snprintf(err, errlen, "%s: %s", path, msg);
+			goto out;
+		}
+		if (row.n == 1 && row.len == 1) {
+			training_csv_row_free(&row);	/* a blank line */
+			continue;
+		}
+		job->rows = xgrow(job->rows, &cap, job->nrows + 1,
+		    sizeof *job->rows);
+		job->rows[job->nrows++] = row;
+		if (row.n != hdr->n) {
+			snprintf(err, errlen, "%s:%zu: row %zu has %zu fields, "
+			    "the header %zu", path, row.line, job->nrows,
+			    row.n, hdr->n);
+			goto out;
+		}
+		job->ts = xgrow(job->ts, &tcap, job->nrows, sizeof *job->ts);
+		tstext = training_csv_field(&row, (size_t)*tscol);
+		if (util_parse_timestamp_ms(tstext, &job->ts[job->nrows - 1])
+		    != 0) {
+			snprintf(err, errlen, "%s:%zu: row %zu, column %s: bad "
+			    "timestamp \"%.64s\" (epoch milliseconds or "
+			    "RFC 3339)", path, row.line, job->nrows,
+			    TRAINING_TS_COLUMN, tstext);
+			goto out;
+		}
+	}
+	if (ferror(f)) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	fclose(f);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- join */
+
+static int
+training_ref_cmp(const void *a, const void *b)
+{
+	const struct training_ref	*x = a, *y = b;
+	size_t				 n = x->keylen < y->keylen ?
+					     x->keylen : y->keylen;
+	int				 c = memcmp(x->key, y->key, n);
+
+	if (c != 0)
+		return c;
+	if (x->keylen != y->keylen)
+		return x->keylen < y->keylen ? -1 : 1;
+	if (x->ts != y->ts)
+		return x->ts < y->ts ? -1 : 1;
+	return x->row < y->row ? -1 : x->row > y->row;
+}
+
+static struct training_group *
+training_group_find(struct training_job *job, const char *key, size_t keylen)
+{
+	size_t	i = util_hash64(key, keylen, 0) & (job->tablesize - 1);
+
+	for (; job->table[i] != 0; i = (i + 1) & (job->tablesize - 1)) {
+		struct training_group *g = &job->groups[job->table[i] - 1];
+
+		if (g->keylen == keylen && memcmp(g->key, key, keylen) == 0)
+			return g;
+	}
+	return NULL;
+}
+
+/* The cells of row ref of the view being joined, from the replay now. */
+static int
+training_fill(struct training_job *job, const struct training_ref *ref)
+{
+	struct agg_value	 val;
+	char			*buf = NULL;
+	size_t			 len = 0, cap = 0;
+
+	for (size_t o = 0; o < job->nouts; o++) {
+		const struct training_out *out = &job->outs[o];
+
+		if (out->view != job->viewidx)
+			continue;
+		if (replay_value(job->replay, out->feature, out->window,
+		    ref->ts, &val, job->err, job->errlen) != 0) {
+			free(buf);
+			return -1;
+		}
+		len = 0;
+		training_csv_put_value(&buf, &len, &cap, &val);
+		job->cells[ref->row * job->nouts + out->col] =
+		    xstrndup(buf != NULL ? buf : "", len);
+	}
+	free(buf);
+	return 0;
+}
+
+/* Fill the rest of the current key's rows: every event is in. */
+static int
+training_finish_group(struct training_job *job)
+{
+	struct training_group	*g = job->cur;
+
+	if (g == NULL)
+		return 0;
+	for (; job->pos < g->first + g->n; job->pos++)
+		if (training_fill(job, &job->refs[job->pos]) != 0)
+			return -1;
+	job->cur = NULL;
+	return 0;
+}
+
+static int
+training_on_event(void *arg, const struct training_event *ev)
+{
+	struct training_job	*job = arg;
+	struct training_group	*g = job->cur;
+	char			 msg[256];
+
+	if (g == NULL || g->keylen != ev->keylen ||
+	    memcmp(g->key, ev->key, ev->keylen) != 0) {
+		if (training_finish_group(job) != 0)
+			return -1;
+		if ((g = training_group_find(job, ev->key, ev->keylen)) ==
+		    NULL)
+			return 0;	/* a key the spine does not ask for */
+		if (g->seen) {
+			snprintf(job->err, job->errlen, "view %s: the offline "
+			    "store returned the events of key %.*s apart",
+			    job->view->name, (int)ev->keylen, ev->key);
+			return -1;
+		}
+		g->seen = 1;
+		job->cur = g;
+		job->pos = g->first;
+		replay_reset(job->replay);
+	}
+	/* Rows before this event see everything added so far. */
+	for (; job->pos < g->first + g->n &&
+	    job->refs[job->pos].ts < ev->ts; job->pos++)
+		if (training_fill(job, &job->refs[job->pos]) != 0)
+			return -1;
+	if (job->pos == g->first + g->n)
+		return 0;	/* later events concern no row */
+	if (replay_add(job->replay, ev->ts, ev->partition, ev->offset,
+	    ev->fields, msg, sizeof msg) != 0) {
+		snprintf(job->err, job->errlen, "view %s key %.*s: offline "
+		    "event %d/%lld: %s", job->view->name, (int)ev->keylen,
+		    ev->key, ev->partition, (long long)ev->offset, msg);
+		return -1;
+	}
+	return 0;
+}
+
+/* Join every row with view number vi. */
+static int
+training_join_view(struct training_job *job, const struct training_spec *spec,
+    size_t vi, const struct training_csv_row *hdr, char *err, size_t errlen)
+{
+	const struct repo_view	 *v = &job->repo->views[vi];
+	char			**keys = xcalloc(job->nrows ? job->nrows : 1,
+				      sizeof *keys);
+	const char		**scankeys = NULL;
+	int			 *cols = xcalloc(v->njoin_keys, sizeof *cols);
+	size_t			  nscan = 0, gcap = 0;
+	int64_t			  max_ts = INT64_MIN;
+	int			  rc = -1;
+
+	job->view = v;
+	job->viewidx = vi;
+	job->err = err;
+	job->errlen = errlen;
+	job->cur = NULL;
+	if ((job->replay = replay_new(v, err, errlen)) == NULL)
+		goto out;
+	for (size_t k = 0; k < v->njoin_keys; k++)
+		cols[k] = training_find_column(hdr, v->join_keys[k]);
+	job->refs = xcalloc(job->nrows ? job->nrows : 1, sizeof *job->refs);
+	for (size_t r = 0; r < job->nrows; r++) {
+		char	*key = NULL;
+		size_t	 len = 0, cap = 0;
+
+		for (size_t k = 0; k < v->njoin_keys; k++) {
+			const char *s = training_csv_field(&job->rows[r],
+			    (size_t)cols[k]);
+
+			if (k > 0)
+				buf_add(&key, &len, &cap, "|", 1);
+			buf_add(&key, &len, &cap, s, strlen(s));
+		}
+		keys[r] = key != NULL ? key : xstrdup("");
+		job->refs[r].key = keys[r];
+		job->refs[r].keylen = len;
+		job->refs[r].ts = job->ts[r];
+		job->refs[r].row = r;
+		if (job->ts[r] > max_ts)
+			max_ts = job->ts[r];
+	}
+	qsort(job->refs, job->nrows, sizeof *job->refs, training_ref_cmp);
+
+	/* Group by key, index the groups. */
+	for (size_t r = 0; r < job->nrows; r++) {
+		struct training_ref *ref = &job->refs[r];
+
+		if (job->ngroups > 0 &&
+		    job->groups[job->ngroups - 1].keylen == ref->keylen &&
+		    memcmp(job->groups[job->ngroups - 1].key, ref->key,
+		    ref->keylen) == 0) {
+			job->groups[job->ngroups - 1].n++;
+			continue;
+		}
+		job->groups = xgrow(job->groups, &gcap, job->ngroups + 1,
+		    sizeof *job->groups);
+		job->groups[job->ngroups++] = (struct training_group){
+		    ref->key, ref->keylen, r, 1, 0 };
+	}
+	for (job->tablesize = 16; job->tablesize < 2 * job->ngroups;)
+		job->tablesize *= 2;
+	job->table = xcalloc(job->tablesize, sizeof *job->table);
+	for (size_t gi = 0; gi < job->ngroups; gi++) {
+		struct training_group	*g = &job->groups[gi];
+		size_t			 i = util_hash64(g->key, g->keylen, 0) &
+					     (job->tablesize - 1);
+
+		while (job->table[i] != 0)
+			i = (i + 1) & (job->tablesize - 1);
+		job->table[i] = gi + 1;
+	}
+
+	if (job->ngroups <= TRAINING_MAX_SCAN_KEYS) {
+		scankeys = xcalloc(job->ngroups ? job->ngroups : 1,
+		    sizeof *scankeys);
+		for (size_t gi = 0; gi < job->ngroups; gi++)
+			scankeys[nscan++] = job->groups[gi].key;
+	}
+	if (job->nrows > 0 && spec->scan(spec->scan_arg, v, max_ts,
+	    scankeys, nscan, training_on_event, job, err, errlen) != 0)
+		goto out;
+	if (training_finish_group(job) != 0)
+		goto out;
+	/* Keys without any event: values of empty windows. */
+	replay_reset(job->replay);
+	for (size_t gi = 0; gi < job->ngroups; gi++) {
+		struct training_group *g = &job->groups[gi];
+
+		if (g->seen)
+			continue;
+		for (size_t r = g->first; r < g->first + g->n; r++)
+			if (training_fill(job, &job->refs[r]) != 0)
+				goto out;
+	}
+	rc = 0;
+out:
+	replay_free(job->replay);
+	job->replay = NULL;
+	for (size_t r = 0; r < job->nrows; r++)
+		free(keys[r]);
+	free(keys);
+	free(scankeys);
+	free(cols);
+	free(job->refs);
+	job->refs = NULL;
+	free(job->groups);
+	job->groups = NULL;
+	job->ngroups = 0;
+	free(job->table);
+	job->table = NULL;
+	return rc;
+}
+
+/* -------------------------------------------------------------- output */
+
+static int
+training_write(struct training_job *job, const struct training_spec *spec,
+    const struct training_csv_row *hdr, struct training_result *res,
+    char *err, size_t errlen)
+{
+	struct sha256	 sha;
+	char		*tmp = NULL, *line = NULL;
+	size_t		 len = 0, cap = 0;
+	FILE		*f = stdout;
+	int		 fd, rc = -1;
+
+	if (spec->output != NULL) {
+		xasprintf(&tmp, "%s.tmp.XXXXXX", spec->output);
+		if ((fd = mkstemp(tmp)) < 0 ||
+		    (f = fdopen(fd, "w")) == NULL) {
+			snprintf(err, errlen, "%s: %s", spec->output,
+			    strerror(errno));
+			if (fd >= 0) {
+				close(fd);
+				unlink(tmp);
+			}
+			free(tmp);
+			return -1;
+		}
+	}
+	sha256_init(&sha);
+	for (size_t r = 0; r <= job->nrows; r++) {
+		const struct training_csv_row *row = r == 0 ? hdr :
+		    &job->rows[r - 1];
+
+		len = 0;
+		for (size_t i = 0; i < row->n; i++) {
+			const char *s = training_csv_field(row, i);
+
+			if (i > 0)
+				buf_add(&line, &len, &cap, ",", 1);
+			training_csv_put(&line, &len, &cap, s, strlen(s));
+		}
+		for (size_t o = 0; o < job->nouts; o++) {
+			const char *c;
+
+			buf_add(&line, &len, &cap, ",", 1);
+			if (r == 0) {
+				const struct training_out *out = &job->outs[o];
+				const struct repo_view *v =
+				    &job->repo->views[out->view];
+				const char *name = v->outputs[out->feature *
+				    v->nwindows + out->window];
+
+				c = strchr(name, ':') + 1;
+				buf_add(&line, &len, &cap, v->name,
+				    strlen(v->name));
+				buf_add(&line, &len, &cap, "__", 2);
+				training_csv_put(&line, &len, &cap, c,
+				    strlen(c));
+				continue;
+			}
+			c = job->cells[(r - 1) * job->nouts + o];
+			buf_add(&line, &len, &cap, c, strlen(c));
+		}
+		buf_add(&line, &len, &cap, "\n", 1);
+		sha256_update(&sha, line, len);
+		if (fwrite(line, 1, len, f) != len)
+			break;
+	}
+	if (fflush(f) != 0 || ferror(f) ||
+	    (f != stdout && fsync(fileno(f)) != 0)) {
+		snprintf(err, errlen, "%s: %s", spec->output != NULL ?
+		    spec->output : "stdout", strerror(errno));
+		goto out;
+	}
+	if (f != stdout) {
+		int cr = fclose(f);
+
+		f = stdout;
+		if (cr != 0 || rename(tmp, spec->output) != 0) {
+			snprintf(err, errlen, "%s: %s", spec->output,
+			    strerror(errno));
+			goto out;
+		}
+		free(tmp);
+		tmp = NULL;
+	}
+	sha256_final_hex(&sha, res->sha256);
+	rc = 0;
+out:
+	if (f != stdout)
+		fclose(f);
+	if (tmp != NULL) {
+		unlink(tmp);
+		free(tmp);
+	}
+	free(line);
+	return rc;
+}
+
+int
+training_build(const struct repo *repo, const struct training_spec *spec,
+    struct training_result *res, char *err, size_t errlen)
+{
+	struct training_job	 job;
+	struct training_csv_row	 hdr;
+	int			 tscol = -1, rc = -1;
+	char			*names = NULL;
+	size_t			 nlen = 0, ncap = 0;
+
+	memset(&job, 0, sizeof job);
+	memset(&hdr, 0, sizeof hdr);
+	memset(res, 0, sizeof *res);
+	job.repo = repo;
+	if (training_parse_features(&job, spec->features, err, errlen) != 0)
+		goto out;
+	if (training_read_spine(&job, spec->spine, &hdr, &tscol, err,
+	    errlen) != 0)
+		goto out;
+	job.cells = xcalloc(job.nrows * job.nouts + 1, sizeof *job.cells);
+	for (size_t o = 0; o < job.nouts; o++) {
+		size_t vi = job.outs[o].view, p;
+
+		for (p = 0; p < o && job.outs[p].view != vi; p++)
+			;
+		if (p < o)
+			continue;	/* view joined already */
+		if (training_join_view(&job, spec, vi, &hdr, err, errlen) != 0)
+			goto out;
+	}
+	if (training_write(&job, spec, &hdr, res, err, errlen) != 0)
+		goto out;
+	for (size_t o = 0; o < job.nouts; o++) {
+		const struct repo_view *v = &repo->views[job.outs[o].view];
+
+		if (o > 0)
+			buf_add(&names, &nlen, &ncap, ",", 1);
+		buf_add(&names, &nlen, &ncap, v->outputs[job.outs[o].feature *
+		    v->nwindows + job.outs[o].window],
+		    strlen(v->outputs[job.outs[o].feature * v->nwindows +
+		    job.outs[o].window]));
+	}
+	res->features = names;
+	res->rows = job.nrows;
+	rc = 0;
+out:
+	for (size_t i = 0; job.cells != NULL && i < job.nrows * job.nouts; i++)
+		free(job.cells[i]);
+	free(job.cells);
+	for (size_t r = 0; r < job.nrows; r++)
+		training_csv_row_free(&job.rows[r]);
+	free(job.rows);
+	free(job.ts);
+	free(job.outs);
+	training_csv_row_free(&hdr);
+	return rc;
+}

@@ -1,0 +1,105 @@
+/*
+ * training: point-in-time correct training sets (SPEC §4) built from the
+ * offline copy of the events, and the RFC 4180 CSV reader and writer they
+ * use.  The events come through a scan function with the contract of
+ * offline_scan_view() (contracts §1), so the generator is independent of
+ * the backend and testable with events held in memory.
+ */
+#ifndef MLOPSD_TRAINING_H
+#define MLOPSD_TRAINING_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct repo;
+struct repo_view;
+struct agg_value;
+
+/* One stored event of a view's source, as the offline store returns it. */
+struct training_event {
+	const char		*key;	/* join-key values joined by '|' */
+	size_t			 keylen;
+	int64_t			 ts;
+	int32_t			 partition;
+	int64_t			 offset;
+	const struct agg_value	*fields; /* source->nfields values */
+};
+typedef int (*training_event_fn)(void *arg, const struct training_event *ev);
+
+/*
+ * Every event of view->source with ts <= max_ts, grouped by key and in
+ * (ts, partition, offset) order within a key; only the keys listed when
+ * nkeys > 0.  Returns 0, the callback's non-zero value, or -1 with err.
+ */
+typedef int (*training_scan_fn)(void *src, const struct repo_view *view,
+    int64_t max_ts, const char *const *keys, size_t nkeys,
+    training_event_fn fn, void *arg, char *err, size_t errlen);
+
+struct training_spec {
+	const char		*spine;		/* CSV path */
+	const char		*output;	/* CSV path; NULL: stdout */
+	const char		*features;	/* "view:feature_window,view,..." */
+	training_scan_fn	 scan;
+	void			*scan_arg;
+};
+
+struct training_result {
+	size_t			 rows;
+	char			 sha256[65];	/* of the output bytes */
+	char			*features;	/* the output columns, comma
+						   separated; caller frees */
+};
+
+/*
+ * Build the training set of spec against repo: one output row per spine
+ * row, in spine order, with a `view__feature_window` column per requested
+ * output, values as of the row's event_timestamp.  The output is written
+ * to a temporary file next to spec->output and renamed at the end, so an
+ * error leaves no output file.  Errors name the spine's line and column
+ * (missing column, bad timestamp, unknown feature).  The spine is held in
+ * memory (about its size in bytes plus 64 bytes per row and the output
+ * cells); the offline events are streamed.  Returns 0, or -1 with err.
+ */
+int	training_build(const struct repo *repo, const struct training_spec *spec,
+	    struct training_result *res, char *err, size_t errlen);
+
+/* A CSV record: n fields, NUL-terminated, in one buffer. */
+struct training_csv_row {
+	char		 *buf;
+	size_t		  len;
+	size_t		  cap;
+	size_t		 *off;		/* field i is buf + off[i] */
+	size_t		  n;
+	size_t		  offcap;
+	size_t		  line;		/* line where the record starts */
+};
+
+/*
+ * Read one RFC 4180 record from f (quoted fields may hold commas, "" and
+ * line breaks; CRLF or LF ends a record).  *line counts physical lines
+ * (start it at 0).  Returns 1, 0 at end of file, or -1 with err for an
+ * unterminated quote or a character after a closing quote.
+ */
+int	training_csv_read(FILE *f, size_t *line, struct training_csv_row *row,
+	    char *err, size_t errlen);
+void	training_csv_row_free(struct training_csv_row *row);
+static inline const char *
+training_csv_field(const struct training_csv_row *row, size_t i)
+{
+	return row->buf + row->off[i];
+}
+/*
+ * Append s (len bytes) to *buf as one CSV field, quoted when it holds a
+ * comma, a quote, CR or LF, or starts or ends with a space.
+ */
+void	training_csv_put(char **buf, size_t *len, size_t *cap, const char *s,
+	    size_t slen);
+/*
+ * Append a feature value as a CSV field: ints decimal, doubles %.17g,
+ * booleans true/false, strings as they are, null empty, lists as JSON.
+ */
+void	training_csv_put_value(char **buf, size_t *len, size_t *cap,
+	    const struct agg_value *v);
+
+#endif

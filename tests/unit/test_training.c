@@ -1,0 +1,579 @@
+/*
+ * test_training: the replay API (features/replay.c) and the training-set
+ * generator with its CSV reader and writer (offline/training.c).
+ *
+ * A small JSON feature repo is written to a temporary directory: view
+ * user_clicks over source clicks (user_id, price, page) with one window of
+ * 10 minutes hopping by 1 minute.  Events come from an in-memory "offline
+ * store" behind the scan callback, in the order offline_scan_view()
+ * promises.  Expected values are worked out by hand from SPEC §3: tile
+ * k = floor(ts / hop), window tiles [floor(t/hop) - 9, floor(t/hop)] and
+ * ts <= t.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <setjmp.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "common/sha256.h"
+#include "common/xmalloc.h"
+#include "features/features.h"
+#include "offline/training.h"
+
+#define T0	INT64_C(1700006400000)	/* 2023-11-15T00:00:00Z */
+#define MIN	INT64_C(60000)
+
+static const char repo_yaml[] =
+    "entities:\n"
+    "  - name: user\n"
+    "    join_keys: [user_id]\n"
+    "sources:\n"
+    "  - name: clicks\n"
+    "    topic: clicks\n"
+    "    format: json\n"
+    "    timestamp_field: ts\n"
+    "feature_views:\n"
+    "  - name: user_clicks\n"
+    "    entities: [user]\n"
+    "    source: clicks\n"
+    "    windows: [{size: 10m, hop: 1m}]\n"
+    "    features:\n"
+    "      - {name: clicks, agg: count}\n"
+    "      - {name: spend, agg: sum, field: price}\n"
+    "      - {name: last_page, agg: last, field: page}\n"
+    "      - {name: recent, agg: last_n, field: page, n: 3}\n";
+
+struct fx {
+	char		 dir[64];
+	struct repo	*repo;
+};
+
+static int
+rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void
+write_file(const char *path, const char *text)
+{
+	FILE	*f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fputs(text, f) < 0, 0);
+	assert_int_equal(fclose(f), 0);
+}
+
+static char *
+read_file(const char *path)
+{
+	FILE	*f = fopen(path, "r");
+	char	*buf = xcalloc(1, 65536);
+	size_t	 n;
+
+	if (f == NULL) {
+		free(buf);
+		return NULL;
+	}
+	n = fread(buf, 1, 65535, f);
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static int
+fx_setup(void **state)
+{
+	struct fx	*x = xcalloc(1, sizeof *x);
+	char		 err[REPO_ERRLEN], *sub;
+
+	snprintf(x->dir, sizeof x->dir, "/tmp/test_training.XXXXXX");
+	assert_non_null(mkdtemp(x->dir));
+	sub = xstrfmt("%s/features", x->dir);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	free(sub);
+	sub = xstrfmt("%s/features/repo.yaml", x->dir);
+	write_file(sub, repo_yaml);
+	free(sub);
+	if ((x->repo = repo_load(x->dir, err, sizeof err)) == NULL)
+		fail_msg("repo_load: %s", err);
+	*state = x;
+	return 0;
+}
+
+static int
+fx_teardown(void **state)
+{
+	struct fx	*x = *state;
+
+	repo_free(x->repo);
+	nftw(x->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(x);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- CSV */
+
+static FILE *
+csv_file(const char *text)
+{
+	FILE	*f = tmpfile();
+
+	assert_non_null(f);
+	fputs(text, f);
+	rewind(f);
+	return f;
+}
+
+static void
+test_csv_read(void **state)
+{
+	FILE			*f = csv_file("a,\"b,c\",\"d\"\"e\"\r\n"
+				    "\"multi\nline\",,x\n"
+				    "last,row");
+	struct training_csv_row	 row;
+	size_t			 line = 0;
+	char			 err[128];
+
+	(void)state;
+	memset(&row, 0, sizeof row);
+	assert_int_equal(training_csv_read(f, &line, &row, err, sizeof err), 1);
+	assert_int_equal(row.n, 3);
+	assert_int_equal(row.line, 1);
+	assert_string_equal(training_csv_field(&row, 0), "a");
+	assert_string_equal(training_csv_field(&row, 1), "b,c");
+	assert_string_equal(training_csv_field(&row, 2), "d\"e");
+	assert_int_equal(training_csv_read(f, &line, &row, err, sizeof err), 1);
+	assert_int_equal(row.n, 3);
+	assert_int_equal(row.line, 2);
+	assert_string_equal(training_csv_field(&row, 0), "multi\nline");
+	assert_string_equal(training_csv_field(&row, 1), "");
+	assert_string_equal(training_csv_field(&row, 2), "x");
+	assert_int_equal(training_csv_read(f, &line, &row, err, sizeof err), 1);
+	assert_int_equal(row.line, 4);
+	assert_int_equal(row.n, 2);
+	assert_string_equal(training_csv_field(&row, 1), "row");
+	assert_int_equal(training_csv_read(f, &line, &row, err, sizeof err), 0);
+	training_csv_row_free(&row);
+	fclose(f);
+}
+
+static void
+test_csv_read_errors(void **state)
+{
+	static const struct {
+		const char	*text;
+		const char	*msg;
+	} cases[] = {
+		{ "a,b\n\"open,c\n", "line 2: unterminated quoted field" },
+		{ "a,\"b\"c\n", "line 1: character after a closing quote" },
+	};
+	char	err[128];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		FILE			*f = csv_file(cases[i].text);
+		struct training_csv_row	 row;
+		size_t			 line = 0;
+		int			 rc;
+
+		memset(&row, 0, sizeof row);
+		while ((rc = training_csv_read(f, &line, &row, err,
+		    sizeof err)) == 1)
+			;
+		assert_int_equal(rc, -1);
+		assert_string_equal(err, cases[i].msg);
+		training_csv_row_free(&row);
+		fclose(f);
+	}
+}
+
+static void
+test_csv_write(void **state)
+{
+	static const struct {
+		const char	*in;
+		const char	*out;
+	} cases[] = {
+		{ "plain", "plain" },
+		{ "", "" },
+		{ "a,b", "\"a,b\"" },
+		{ "say \"hi\"", "\"say \"\"hi\"\"\"" },
+		{ "two\nlines", "\"two\nlines\"" },
+		{ " pad", "\" pad\"" },
+	};
+	char	*buf = NULL;
+	size_t	 len, cap = 0;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		len = 0;
+		training_csv_put(&buf, &len, &cap, cases[i].in,
+		    strlen(cases[i].in));
+		assert_int_equal(len, strlen(cases[i].out));
+		assert_memory_equal(buf, cases[i].out, len);
+	}
+	free(buf);
+}
+
+static void
+test_csv_values(void **state)
+{
+	struct agg_value	 items[2], v;
+	char			*buf = NULL;
+	size_t			 len = 0, cap = 0;
+
+	(void)state;
+	v.type = AGG_INT, v.u.i = -42;
+	training_csv_put_value(&buf, &len, &cap, &v);
+	assert_string_equal(buf, "-42");
+	len = 0;
+	v.type = AGG_DOUBLE, v.u.d = 0.1;
+	training_csv_put_value(&buf, &len, &cap, &v);
+	assert_string_equal(buf, "0.10000000000000001");
+	len = 0;
+	v.type = AGG_NULL;
+	training_csv_put_value(&buf, &len, &cap, &v);
+	assert_string_equal(buf, "");
+	len = 0;
+	v.type = AGG_BOOL, v.u.b = 1;
+	training_csv_put_value(&buf, &len, &cap, &v);
+	assert_string_equal(buf, "true");
+	len = 0;
+	items[0].type = AGG_STRING, items[0].u.s.ptr = "b", items[0].u.s.len = 1;
+	items[1].type = AGG_INT, items[1].u.i = 7;
+	v.type = AGG_LIST, v.u.l.items = items, v.u.l.n = 2;
+	training_csv_put_value(&buf, &len, &cap, &v);
+	assert_string_equal(buf, "\"[\"\"b\"\",7]\"");
+	free(buf);
+}
+
+/* ------------------------------------------------------------- replay */
+
+static void
+set_event(struct agg_value *f, const char *user, double price, int isint,
+    const char *page)
+{
+	f[0].type = AGG_STRING, f[0].u.s.ptr = user;
+	f[0].u.s.len = (uint32_t)strlen(user);
+	if (isint)
+		f[1].type = AGG_INT, f[1].u.i = (int64_t)price;
+	else
+		f[1].type = AGG_DOUBLE, f[1].u.d = price;
+	f[2].type = AGG_STRING, f[2].u.s.ptr = page;
+	f[2].u.s.len = (uint32_t)strlen(page);
+}
+
+static int64_t
+count_at(struct replay *r, int64_t t)
+{
+	struct agg_value	v;
+	char			err[256];
+
+	if (replay_value(r, 0, 0, t, &v, err, sizeof err) != 0)
+		fail_msg("replay_value: %s", err);
+	assert_int_equal(v.type, AGG_INT);
+	return v.u.i;
+}
+
+static void
+test_replay_window_edges(void **state)
+{
+	struct fx		*x = *state;
+	const struct repo_view	*view = repo_view_find(x->repo, "user_clicks");
+	struct agg_value	 f[3], v;
+	struct replay		*r;
+	char			 err[256];
+	int64_t			 ts;
+
+	r = replay_new(view, err, sizeof err);
+	assert_non_null(r);
+	assert_int_equal(replay_newest(r, &ts), -1);
+	/* Empty: count 0, sum 0, last null, last_n []. */
+	assert_int_equal(count_at(r, T0), 0);
+	assert_int_equal(replay_value(r, 2, 0, T0, &v, err, sizeof err), 0);
+	assert_int_equal(v.type, AGG_NULL);
+	assert_int_equal(replay_value(r, 3, 0, T0, &v, err, sizeof err), 0);
+	assert_int_equal(v.type, AGG_LIST);
+	assert_int_equal(v.u.l.n, 0);
+
+	/* One event at the last ms of tile k0. */
+	set_event(f, "u1", 2, 1, "a");
+	assert_int_equal(replay_add(r, T0 + MIN - 1, 0, 0, f, err,
+	    sizeof err), 0);
+	assert_int_equal(replay_newest(r, &ts), 0);
+	assert_int_equal(ts, T0 + MIN - 1);
+	assert_int_equal(count_at(r, T0 + MIN - 1), 1);
+	/* Tail hops: in while floor(t/hop) - 9 <= k0. */
+	assert_int_equal(count_at(r, T0 + 10 * MIN - 1), 1);
+	assert_int_equal(count_at(r, T0 + 10 * MIN), 0);
+	/* Before the newest event: refused, never answered wrongly. */
+	assert_int_equal(replay_value(r, 0, 0, T0 + MIN - 2, &v, err,
+	    sizeof err), -1);
+
+	/* A second event on the next tile's first ms, a double price. */
+	set_event(f, "u1", 0.5, 0, "b");
+	assert_int_equal(replay_add(r, T0 + MIN, 0, 1, f, err, sizeof err), 0);
+	assert_int_equal(count_at(r, T0 + MIN), 2);
+	assert_int_equal(count_at(r, T0 + 10 * MIN), 1);
+	assert_int_equal(count_at(r, T0 + 11 * MIN - 1), 1);
+	assert_int_equal(count_at(r, T0 + 11 * MIN), 0);
+	assert_int_equal(replay_value(r, 1, 0, T0 + MIN, &v, err,
+	    sizeof err), 0);
+	assert_int_equal(v.type, AGG_DOUBLE);
+	assert_true(v.u.d == 2.5);
+	assert_int_equal(replay_value(r, 3, 0, T0 + MIN, &v, err,
+	    sizeof err), 0);
+	assert_int_equal(v.u.l.n, 2);
+	assert_memory_equal(v.u.l.items[0].u.s.ptr, "b", 1);
+
+	/* Bad event: a string where sum reads a number; state untouched. */
+	f[1].type = AGG_STRING, f[1].u.s.ptr = "x", f[1].u.s.len = 1;
+	assert_int_equal(replay_add(r, T0 + 2 * MIN, 0, 2, f, err,
+	    sizeof err), -1);
+	assert_non_null(strstr(err, "price"));
+	assert_int_equal(count_at(r, T0 + 2 * MIN), 2);
+
+	/* Reset: a new entity. */
+	replay_reset(r);
+	assert_int_equal(replay_newest(r, &ts), -1);
+	assert_int_equal(count_at(r, T0), 0);
+	assert_int_equal(replay_value(r, 9, 0, T0, &v, err, sizeof err), -1);
+	assert_string_equal(err, "view user_clicks: no feature 9 window 0");
+	replay_free(r);
+}
+
+/* ---------------------------------------------------- training_build */
+
+struct mem_event {
+	const char	*user;
+	int64_t		 ts;
+	int32_t		 partition;
+	int64_t		 offset;
+	double		 price;
+	int		 isint;
+	const char	*page;
+};
+
+/* Grouped by key, in (ts, partition, offset) order within a key. */
+static const struct mem_event mem_events[] = {
+	{ "u1", T0,			0, 0, 1,   1, "a" },
+	{ "u1", T0 + MIN,		0, 3, 2.5, 0, "b" },
+	{ "u1", T0 + 11 * MIN,		1, 0, 4,   1, "c" },
+	{ "u2", T0 + 5 * MIN,		0, 1, 10,  1, "x" },
+	{ "u9", T0,			0, 2, 1,   1, "z" },
+};
+
+struct mem_store {
+	int64_t		 max_ts;
+	size_t		 nkeys;
+	size_t		 delivered;
+};
+
+static int
+mem_scan(void *src, const struct repo_view *view, int64_t max_ts,
+    const char *const *keys, size_t nkeys, training_event_fn fn, void *arg,
+    char *err, size_t errlen)
+{
+	struct mem_store	*ms = src;
+	struct agg_value	 f[3];
+	int			 rc;
+
+	(void)view;
+	(void)err;
+	(void)errlen;
+	ms->max_ts = max_ts;
+	ms->nkeys = nkeys;
+	for (size_t i = 0; i < sizeof mem_events / sizeof mem_events[0]; i++) {
+		const struct mem_event	*m = &mem_events[i];
+		struct training_event	 ev;
+		size_t			 k;
+
+		if (m->ts > max_ts)
+			continue;
+		for (k = 0; k < nkeys && strcmp(keys[k], m->user) != 0; k++)
+			;
+		if (nkeys > 0 && k == nkeys)
+			continue;
+		set_event(f, m->user, m->price, m->isint, m->page);
+		ev.key = m->user;
+		ev.keylen = strlen(m->user);
+		ev.ts = m->ts;
+		ev.partition = m->partition;
+		ev.offset = m->offset;
+		ev.fields = f;
+		ms->delivered++;
+		if ((rc = fn(arg, &ev)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+#define FEATURES "user_clicks:clicks_10m, user_clicks:spend_10m," \
+	"user_clicks:last_page_10m,user_clicks:recent_10m"
+
+static void
+test_training_build(void **state)
+{
+	struct fx		*x = *state;
+	struct mem_store	 ms;
+	struct training_spec	 spec;
+	struct training_result	 res;
+	char			 err[512], hex[65];
+	char			*spine = xstrfmt("%s/spine.csv", x->dir);
+	char			*out = xstrfmt("%s/out.csv", x->dir);
+	char			*got;
+
+	/* Spine order is kept; times on events, +-1 ms, RFC 3339. */
+	write_file(spine,
+	    "user_id,event_timestamp,label\n"
+	    "u1,1700006460000,\"a,b\"\n"		/* T0 + 1m: e1, e2 */
+	    "u2,1700006699999,0\n"			/* T0 + 5m - 1 */
+	    "u1,1700006399999,1\n"			/* T0 - 1 */
+	    "u1,1700006459999,0\n"			/* T0 + 1m - 1 */
+	    "u3,1700006400000,0\n"			/* no events */
+	    "u1,1700007060000,1\n"			/* T0 + 11m: e3 */
+	    "u2,2023-11-15T00:05:00Z,1\n"		/* T0 + 5m */
+	    "\n");
+	memset(&ms, 0, sizeof ms);
+	memset(&spec, 0, sizeof spec);
+	spec.spine = spine;
+	spec.output = out;
+	spec.features = FEATURES;
+	spec.scan = mem_scan;
+	spec.scan_arg = &ms;
+	if (training_build(x->repo, &spec, &res, err, sizeof err) != 0)
+		fail_msg("training_build: %s", err);
+	assert_int_equal(res.rows, 7);
+	assert_string_equal(res.features, "user_clicks:clicks_10m,"
+	    "user_clicks:spend_10m,user_clicks:last_page_10m,"
+	    "user_clicks:recent_10m");
+	/* The newest spine time bounds the scan; the spine's keys only. */
+	assert_int_equal(ms.max_ts, T0 + 11 * MIN);
+	assert_int_equal(ms.nkeys, 3);
+	assert_int_equal(ms.delivered, 4);
+	got = read_file(out);
+	assert_non_null(got);
+	assert_string_equal(got,
+	    "user_id,event_timestamp,label,user_clicks__clicks_10m,"
+	    "user_clicks__spend_10m,user_clicks__last_page_10m,"
+	    "user_clicks__recent_10m\n"
+	    "u1,1700006460000,\"a,b\",2,3.5,b,\"[\"\"b\"\",\"\"a\"\"]\"\n"
+	    "u2,1700006699999,0,0,0,,[]\n"
+	    "u1,1700006399999,1,0,0,,[]\n"
+	    "u1,1700006459999,0,1,1,a,\"[\"\"a\"\"]\"\n"
+	    "u3,1700006400000,0,0,0,,[]\n"
+	    "u1,1700007060000,1,1,4,c,\"[\"\"c\"\"]\"\n"
+	    "u2,2023-11-15T00:05:00Z,1,1,10,x,\"[\"\"x\"\"]\"\n");
+	assert_int_equal(sha256_file_hex(out, hex, NULL, err, sizeof err), 0);
+	assert_string_equal(hex, res.sha256);
+	free(got);
+	free(res.features);
+	free(spine);
+	free(out);
+}
+
+static void
+test_training_errors(void **state)
+{
+	static const struct {
+		const char	*spine;
+		const char	*features;
+		const char	*msg;	/* after "PATH" */
+	} cases[] = {
+		{ "user,event_timestamp\nu1,1\n", FEATURES,
+		  ":1: missing column user_id (a join key of view "
+		  "user_clicks)" },
+		{ "user_id,ts\nu1,1\n", FEATURES,
+		  ":1: missing column event_timestamp" },
+		{ "user_id,event_timestamp\nu1,1\nu2,yesterday\n", FEATURES,
+		  ":3: row 2, column event_timestamp: bad timestamp "
+		  "\"yesterday\" (epoch milliseconds or RFC 3339)" },
+		{ "user_id,event_timestamp\nu1,1,x\n", FEATURES,
+		  ":2: row 1 has 3 fields, the header 2" },
+		{ "user_id,event_timestamp\nu1,\"1\n", FEATURES,
+		  ": line 2: unterminated quoted field" },
+		{ "", FEATURES,
+		  ": empty file (a header line is needed)" },
+	};
+	struct fx		*x = *state;
+	struct mem_store	 ms;
+	struct training_spec	 spec;
+	struct training_result	 res;
+	char			 err[512];
+	char			*spine = xstrfmt("%s/spine.csv", x->dir);
+	char			*out = xstrfmt("%s/bad.csv", x->dir);
+
+	memset(&spec, 0, sizeof spec);
+	spec.spine = spine;
+	spec.output = out;
+	spec.scan = mem_scan;
+	spec.scan_arg = &ms;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char *want = xstrfmt("%s%s", spine, cases[i].msg);
+
+		write_file(spine, cases[i].spine);
+		spec.features = cases[i].features;
+		assert_int_equal(training_build(x->repo, &spec, &res, err,
+		    sizeof err), -1);
+		assert_string_equal(err, want);
+		assert_int_equal(access(out, F_OK), -1);
+		free(want);
+	}
+	write_file(spine, "user_id,event_timestamp\nu1,1\n");
+	spec.features = "user_clicks:clicks_10m,user_clicks:nope_1h";
+	assert_int_equal(training_build(x->repo, &spec, &res, err,
+	    sizeof err), -1);
+	assert_string_equal(err, "--features: unknown feature "
+	    "user_clicks:nope_1h");
+	spec.features = "no_such_view";
+	assert_int_equal(training_build(x->repo, &spec, &res, err,
+	    sizeof err), -1);
+	assert_string_equal(err, "--features: unknown feature view "
+	    "no_such_view");
+	spec.features = " , ";
+	assert_int_equal(training_build(x->repo, &spec, &res, err,
+	    sizeof err), -1);
+	assert_string_equal(err, "--features: no feature given");
+	assert_int_equal(access(out, F_OK), -1);
+	/* A whole view: every output, features x windows. */
+	spec.features = "user_clicks";
+	assert_int_equal(training_build(x->repo, &spec, &res, err,
+	    sizeof err), 0);
+	assert_int_equal(res.rows, 1);
+	free(res.features);
+	free(spine);
+	free(out);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_csv_read),
+		cmocka_unit_test(test_csv_read_errors),
+		cmocka_unit_test(test_csv_write),
+		cmocka_unit_test(test_csv_values),
+		cmocka_unit_test_setup_teardown(test_replay_window_edges,
+		    fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_training_build,
+		    fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_training_errors,
+		    fx_setup, fx_teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
