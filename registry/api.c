@@ -301,7 +301,7 @@ api_create_version(struct http_req *req, void *arg)
 	s.features = json_object_get(body, "features");
 	if (registry_version_create(api->r, &s, &v, err, sizeof err) != 0) {
 		/* Bad JSON members and unreadable artifacts are the caller's. */
-		if (strstr(err, " must be a JSON ") != NULL ||
+		if (strstr(err, " must be a ") != NULL ||
 		    strncmp(err, "artifact ", 9) == 0)
 			http_reply_error(req, 400, "bad_request", "%s", err);
 		else
@@ -387,11 +387,18 @@ api_delete_alias(struct http_req *req, void *arg)
 
 	if ((name = api_model(req)) == NULL || (alias = api_alias(req)) == NULL)
 		return;
-	if (registry_alias_get(api->r, name, alias, &prev) != 0 ||
-	    registry_alias_delete(api->r, name, alias, "api", err,
-	    sizeof err) != 0) {
+	if (registry_alias_get(api->r, name, alias, &prev) != 0) {
 		http_reply_error(req, 404, "not_found", "model \"%s\" has no "
 		    "alias \"%s\"", name, alias);
+		return;
+	}
+	if (registry_alias_delete(api->r, name, alias, "api", err,
+	    sizeof err) != 0) {
+		/* Deleted meanwhile by another client: not there any more. */
+		if (strstr(err, " has no alias ") != NULL)
+			http_reply_error(req, 404, "not_found", "%s", err);
+		else
+			api_fail(req, err);
 		return;
 	}
 	api_reply_move(req, name, alias, 0, prev);

@@ -431,12 +431,25 @@ static int
 registry_check_json(const char *what, json_t *j, int want_array, char *err,
     size_t errlen)
 {
+	json_t	*e;
+	size_t	 i;
+
 	if (j == NULL || json_is_null(j))
 		return 0;
-	if (want_array ? json_is_array(j) : json_is_object(j))
+	if (!want_array && json_is_object(j))
 		return 0;
+	if (want_array && json_is_array(j)) {
+		json_array_foreach(j, i, e) {
+			if (!json_is_string(e)) {
+				snprintf(err, errlen, "%s[%zu] must be a "
+				    "string", what, i);
+				return -1;
+			}
+		}
+		return 0;
+	}
 	snprintf(err, errlen, "%s must be a JSON %s", what, want_array ?
-	    "array" : "object");
+	    "array of strings" : "object");
 	return -1;
 }
 

@@ -254,6 +254,10 @@ def not_found_and_bad_requests():
                      400, "bad_request", "metrics must be a JSON object")
         assert_error(d.post("/v1/models/churn/versions",
                             {"artifact_path": artifact(d, "x"),
+                             "features": ["a", 2]}),
+                     400, "bad_request", "features[1] must be a string")
+        assert_error(d.post("/v1/models/churn/versions",
+                            {"artifact_path": artifact(d, "x"),
                              "colour": "red"}),
                      400, "bad_request", 'unknown field "colour"')
         # Nothing above registered a version.

@@ -196,6 +196,12 @@ test_version_create_bad(void **state)
 	    sizeof err), -1);
 	assert_string_equal(err, "params must be a JSON object");
 	s.params = NULL;
+	s.features = arr;
+	json_array_append_new(arr, json_integer(1));
+	assert_int_equal(registry_version_create(f->r, &s, &n, err,
+	    sizeof err), -1);
+	assert_string_equal(err, "features[0] must be a string");
+	s.features = NULL;
 	s.artifact_path = NULL;
 	assert_int_equal(registry_version_create(f->r, &s, &n, err,
 	    sizeof err), -1);
