@@ -2,7 +2,8 @@
  * Unit tests of common/httpc.c against a one-shot server thread on a real
  * socket: the request it sends (method, path prefix, token, body), replies
  * with Content-Length, chunked and read-until-close bodies, and the errors
- * for bad URLs, refused connections and non-HTTP answers.
+ * for bad URLs, refused connections and non-HTTP answers; and how the
+ * command-line client (cmd/client.c) finds the daemon and its token.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "cmd/client.h"
 #include "common/httpc.h"
 
 struct server {
@@ -180,6 +182,93 @@ test_errors(void **state)
 	assert_string_equal(err, base);
 }
 
+static void
+test_client_finds_the_daemon(void **state)
+{
+	static const struct {
+		const char	*listen;
+		const char	*url;
+	} cases[] = {
+		{ "127.0.0.1:8700", "http://127.0.0.1:8700" },
+		{ "0.0.0.0:9000", "http://127.0.0.1:9000" },
+		{ "[::]:9001", "http://[::1]:9001" },
+		{ "[::1]:9002", "http://[::1]:9002" },
+		{ "localhost:9003", "http://localhost:9003" },
+	};
+	struct cmd_client	 c;
+	char			 dir[] = "/tmp/test_client.XXXXXX", path[128];
+	char			 tok[128], err[512];
+	FILE			*f;
+	size_t			 i;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/c.yaml", dir);
+	snprintf(tok, sizeof tok, "%s/token", dir);
+	f = fopen(tok, "w");
+	fputs("from-file\n", f);
+	fclose(f);
+	unsetenv("MLOPSD_TOKEN");
+	unsetenv("MLOPSD_URL");
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		f = fopen(path, "w");
+		fprintf(f, "data_dir: %s\nhttp:\n  listen: \"%s\"\n"
+		    "  admin_token_file: %s\n", dir, cases[i].listen, tok);
+		fclose(f);
+		assert_int_equal(cmd_client_init(&c, path, NULL, err,
+		    sizeof err), 0);
+		assert_string_equal(c.url, cases[i].url);
+		assert_string_equal(c.token, "from-file");
+		cmd_client_free(&c);
+	}
+	/* --url wins over the config; $MLOPSD_TOKEN over its token. */
+	setenv("MLOPSD_TOKEN", "from-env", 1);
+	assert_int_equal(cmd_client_init(&c, path, "http://h:1", err,
+	    sizeof err), 0);
+	assert_string_equal(c.url, "http://h:1");
+	assert_string_equal(c.token, "from-env");
+	cmd_client_free(&c);
+	unsetenv("MLOPSD_TOKEN");
+	/* Nothing given: $MLOPSD_URL, else the default listen address. */
+	setenv("MLOPSD_URL", "http://elsewhere:2", 1);
+	assert_int_equal(cmd_client_init(&c, NULL, NULL, err, sizeof err), 0);
+	assert_string_equal(c.url, "http://elsewhere:2");
+	assert_null(c.token);
+	cmd_client_free(&c);
+	unsetenv("MLOPSD_URL");
+	assert_int_equal(cmd_client_init(&c, NULL, NULL, err, sizeof err), 0);
+	assert_string_equal(c.url, "http://127.0.0.1:8700");
+	cmd_client_free(&c);
+	/* Errors. */
+	f = fopen(path, "w");
+	fprintf(f, "http:\n  listen: 127.0.0.1:0\n");
+	fclose(f);
+	assert_int_equal(cmd_client_init(&c, path, NULL, err, sizeof err), -1);
+	assert_string_equal(err, "the daemon listens on port 0 (any free "
+	    "port): give its address with --url");
+	assert_int_equal(cmd_client_init(&c, NULL, "ftp://x", err,
+	    sizeof err), -1);
+	assert_string_equal(err, "--url must be http://HOST:PORT, got "
+	    "\"ftp://x\"");
+	snprintf(tok, sizeof tok, "%s/missing.yaml", dir);
+	assert_int_equal(cmd_client_init(&c, tok, NULL, err, sizeof err), -1);
+	assert_non_null(strstr(err, "missing.yaml"));
+	unlink(path);
+	snprintf(tok, sizeof tok, "%s/token", dir);
+	unlink(tok);
+	rmdir(dir);
+}
+
+static void
+test_client_escape(void **state)
+{
+	char	*e = cmd_client_escape("churn v2/x%.-_~");
+
+	(void)state;
+	assert_string_equal(e, "churn%20v2%2Fx%25.-_~");
+	free(e);
+}
+
 int
 main(void)
 {
@@ -187,6 +276,8 @@ main(void)
 		cmocka_unit_test(test_content_length),
 		cmocka_unit_test(test_chunked_and_until_close),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_client_finds_the_daemon),
+		cmocka_unit_test(test_client_escape),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
