@@ -159,7 +159,7 @@ models_list(struct models_opts *o)
 static void
 models_print_version(json_t *v)
 {
-	json_t		*lin = json_object_get(v, "lineage"), *f, *ref;
+	json_t		*lin = json_object_get(v, "lineage"), *f, *ref, *art;
 	char		*aliases, *metrics, *tags, tbuf[40];
 	char		*params = json_dumps(json_object_get(v, "params"),
 			    JSON_COMPACT | JSON_SORT_KEYS);
@@ -177,10 +177,14 @@ models_print_version(json_t *v)
 	    "created_at"), tbuf, sizeof tbuf));
 	printf("metrics:      %s\n", metrics);
 	printf("params:       %s\n", params != NULL ? params : "{}");
-	printf("artifact:     sha256:%s (%lld bytes)\n",
-	    json_string_value(json_object_get(json_object_get(v, "artifact"),
-	    "sha256")), (long long)json_integer_value(json_object_get(
-	    json_object_get(v, "artifact"), "size")));
+	art = json_object_get(v, "artifact");
+	printf("artifact:     sha256:%s (%lld bytes)%s\n",
+	    json_string_value(json_object_get(art, "sha256")),
+	    (long long)json_integer_value(json_object_get(art, "size")),
+	    json_is_true(json_object_get(art, "ok")) ? " verified" : "");
+	if (json_is_false(json_object_get(art, "ok")))
+		printf("              BAD: %s\n", json_string_value(
+		    json_object_get(art, "error")));
 #define LINEAGE(label, key) do {					\
 	s = json_string_value(json_object_get(lin, key));		\
 	printf("%-14s%s\n", label, s != NULL ? s : "-");		\
@@ -233,7 +237,7 @@ models_show(struct models_opts *o)
 	name = cmd_client_escape(o->args[0]);
 	if (version > 0)
 		path = xstrfmt("/v1/models/%s/versions/%d%s", name, version,
-		    o->json ? "" : "?reference=1");
+		    o->json ? "" : "?reference=1&verify=1");
 	else
 		path = xstrfmt("/v1/models/%s", name);
 	free(name);

@@ -5,7 +5,9 @@
  *   GET    /v1/models                           {"models":[model...]}
  *   GET    /v1/models/{name}                    model: aliases, versions
  *   GET    /v1/models/{name}/versions/{n}       version (?reference=1 adds
- *                                               the drift reference)
+ *                                               the drift reference,
+ *                                               ?verify=1 checks the
+ *                                               artifact's sha256)
  *   DELETE /v1/models/{name}/versions/{n}       unless an alias points at it
  *   GET    /v1/models/{name}/aliases/{alias}    the version it points to
  *   GET    /v1/models/{name}/history            alias moves, oldest first
@@ -122,7 +124,13 @@ api_get_model(struct http_req *req, void *arg)
 	http_reply_json(req, 200, o);
 }
 
-/* Reply with one version; reference only when asked for. */
+static int
+api_query_true(const char *v)
+{
+	return v != NULL && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
+}
+
+/* Reply with one version; reference and verification when asked for. */
 static void
 api_reply_version(struct http_req *req, struct registry_api *api,
     const char *name, int v)
@@ -136,9 +144,21 @@ api_reply_version(struct http_req *req, struct registry_api *api,
 		api_fail(req, err);
 		return;
 	}
-	if (ref == NULL || (strcmp(ref, "1") != 0 &&
-	    strcmp(ref, "true") != 0))
+	if (!api_query_true(ref))
 		json_object_del(o, "reference");
+	/* ?verify=1: hash the stored artifact now (it may be large). */
+	if (api_query_true(http_req_query(req, "verify"))) {
+		json_t	*art = json_object_get(o, "artifact");
+		char	 path[1024];
+
+		if (registry_artifact_path(api->r, name, v, path, sizeof path,
+		    err, sizeof err) == 0)
+			json_object_set_new(art, "ok", json_true());
+		else {
+			json_object_set_new(art, "ok", json_false());
+			json_object_set_new(art, "error", json_string(err));
+		}
+	}
 	http_reply_json(req, 200, o);
 }
 

@@ -215,6 +215,39 @@ def delete_a_version_then_rollback_skips_it():
 
 
 @test
+def corrupt_or_missing_artifact_is_reported():
+    with Daemon() as d:
+        v = register(d, "churn", "the model")
+        sha = v["artifact"]["sha256"]
+        r = d.get("/v1/models/churn/versions/1?verify=1").json()
+        assert r["artifact"] == {"sha256": sha, "size": 9, "ok": True}, r
+        stored = os.path.join(d.data_dir, "artifacts", "sha256", sha)
+        os.chmod(stored, 0o644)
+        with open(stored, "w") as f:
+            f.write("tampered!")
+        bad = hashlib.sha256(b"tampered!").hexdigest()
+        art = d.get("/v1/models/churn/versions/1?verify=true").json()[
+            "artifact"]
+        assert art["ok"] is False, art
+        assert art["error"] == ("model churn version 1: artifact %s is "
+                                "corrupt: its sha256 is %s, registered %s"
+                                % (stored, bad, sha)), art
+        rc, out, err = cli("show", "churn", "1", url(d))
+        assert rc == 0, err
+        assert re.search(r"^ +BAD: model churn version 1: artifact .* is "
+                         r"corrupt", out, re.M), out
+        os.unlink(stored)
+        art = d.get("/v1/models/churn/versions/1?verify=1").json()[
+            "artifact"]
+        assert art["error"].startswith("model churn version 1: artifact "
+                                       "missing: "), art
+        assert sha in art["error"], art
+        # Without ?verify nothing is hashed.
+        assert "ok" not in d.get("/v1/models/churn/versions/1").json()[
+            "artifact"]
+
+
+@test
 def not_found_and_bad_requests():
     with Daemon() as d:
         register(d, "churn", "m")
@@ -393,7 +426,7 @@ def cli_list_show_promote_rollback():
         assert re.search(r'^tags: +\{"team":"growth"\}$', out, re.M), out
         assert re.search(r"^reference: +10 rows, clicks_1h \(numeric\) "
                          r"country \(categorical\)$", out, re.M), out
-        assert re.search(r"^artifact: +sha256:%s \(1 bytes\)$" %
+        assert re.search(r"^artifact: +sha256:%s \(1 bytes\) verified$" %
                          hashlib.sha256(b"a").hexdigest(), out, re.M), out
         rc, out, err = cli("show", "churn", "1", url(d), "--output=json")
         assert json.loads(out)["lineage"]["run_id"] == "run-7"
