@@ -1,14 +1,16 @@
 /*
  * cmd-models: `mlopsd models list | show NAME [VERSION] | promote NAME
- * VERSION [--alias A] | rollback NAME`, the model registry of a running
- * daemon over its HTTP API (SPEC §1, §5).
+ * VERSION [--alias A] | rollback NAME | register NAME FILE`, the model
+ * registry of a running daemon over its HTTP API (SPEC §1, §5).
  *
  * Output is a table for people, or the API's JSON with --output json for
  * scripts.  The daemon is found through -c FILE or --url (cmd/client.c).
  * Exit status: 0 done, 1 the daemon refused or could not be reached,
  * 2 usage.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +21,17 @@
 #include "cmd/cmd.h"
 #include "common/util.h"
 #include "common/xmalloc.h"
+#include "registry/registry.h"
 
 struct models_opts {
 	struct cmd_client	 c;
 	int			 json;
-	const char		*alias;
+	const char		*alias;		/* NULL: not given */
+	/* register */
+	const char		*metrics, *params, *tags;	/* JSON objects */
+	const char		*features;	/* a,b,c */
+	const char		*training_set;	/* CSV for the drift reference */
+	const char		*label;
 	char			**args;		/* positional, after the verb */
 	int			 nargs;
 };
@@ -279,10 +287,10 @@ models_show(struct models_opts *o)
 	return CMD_EXIT_OK;
 }
 
-/* Send a mutating request and print what moved. */
+/* Send a mutating request and print what moved (unless quiet). */
 static int
 models_move(struct models_opts *o, const char *method, const char *path,
-    json_t *body, const char *what)
+    json_t *body, const char *what, int quiet)
 {
 	json_t	*r, *prev;
 	char	 err[1024];
@@ -299,7 +307,9 @@ models_move(struct models_opts *o, const char *method, const char *path,
 		json_decref(r);
 		return CMD_EXIT_FAIL;
 	}
-	if (o->json)
+	if (quiet)
+		;
+	else if (o->json)
 		models_print_json(r);
 	else {
 		prev = json_object_get(r, "previous");
@@ -330,10 +340,11 @@ models_promote(struct models_opts *o)
 		return cmd_usage_error(&cmd_models_entry, "bad version \"%s\" "
 		    "(a number from 1)", o->args[1]);
 	name = cmd_client_escape(o->args[0]);
-	path = xstrfmt("/v1/models/%s/aliases/%s", name, o->alias);
+	path = xstrfmt("/v1/models/%s/aliases/%s", name, o->alias != NULL ?
+	    o->alias : "champion");
 	body = json_pack("{s:i, s:s}", "version", version, "reason",
 	    "mlopsd models promote");
-	rc = models_move(o, "PUT", path, body, "->");
+	rc = models_move(o, "PUT", path, body, "->", 0);
 	json_decref(body);
 	free(path);
 	free(name);
@@ -350,9 +361,131 @@ models_rollback(struct models_opts *o)
 		return cmd_usage_error(&cmd_models_entry, "rollback takes NAME");
 	name = cmd_client_escape(o->args[0]);
 	path = xstrfmt("/v1/models/%s/rollback", name);
-	rc = models_move(o, "POST", path, NULL, "rolled back to");
+	rc = models_move(o, "POST", path, NULL, "rolled back to", 0);
 	free(path);
 	free(name);
+	return rc;
+}
+
+/* Parse --what JSON as an object into body[key]; -1 after a usage error. */
+static int
+models_json_opt(json_t *body, const char *key, const char *text)
+{
+	json_error_t	 jerr;
+	json_t		*j;
+
+	if (text == NULL)
+		return 0;
+	if ((j = json_loads(text, 0, &jerr)) == NULL || !json_is_object(j)) {
+		json_decref(j);
+		cmd_usage_error(&cmd_models_entry, "--%s must be a JSON object, "
+		    "e.g. '{\"auc\": 0.9}'", key);
+		return -1;
+	}
+	json_object_set_new(body, key, j);
+	return 0;
+}
+
+/*
+ * register NAME FILE: a model trained elsewhere.  The daemon copies FILE,
+ * so the path goes absolute; the drift reference is computed here from
+ * --training-set, where the CSV is.
+ */
+static int
+models_register(struct models_opts *o)
+{
+	json_t	*body = NULL, *r = NULL, *feats = NULL, *ref;
+	char	*name = NULL, *path = NULL, *abs = NULL, *list, *tok, *save;
+	char	 err[1024];
+	int	 status, rc = CMD_EXIT_USAGE;
+
+	if (o->nargs != 2)
+		return cmd_usage_error(&cmd_models_entry, "register takes NAME "
+		    "FILE");
+	if ((abs = realpath(o->args[1], NULL)) == NULL) {
+		fprintf(stderr, "mlopsd models: %s: %s\n", o->args[1],
+		    strerror(errno));
+		return CMD_EXIT_FAIL;
+	}
+	body = json_pack("{s:s}", "artifact_path", abs);
+	if (models_json_opt(body, "metrics", o->metrics) != 0 ||
+	    models_json_opt(body, "params", o->params) != 0 ||
+	    models_json_opt(body, "tags", o->tags) != 0)
+		goto out;
+	if (o->features != NULL) {
+		feats = json_array();
+		list = xstrdup(o->features);
+		for (tok = strtok_r(list, ",", &save); tok != NULL;
+		    tok = strtok_r(NULL, ",", &save))
+			json_array_append_new(feats, json_string(tok));
+		free(list);
+		json_object_set(body, "features", feats);
+	}
+	if (o->training_set != NULL) {
+		ref = registry_reference_from_csv(o->training_set, feats,
+		    o->label, 0, err, sizeof err);
+		if (ref == NULL) {
+			fprintf(stderr, "mlopsd models: %s\n", err);
+			rc = CMD_EXIT_FAIL;
+			goto out;
+		}
+		json_object_set_new(body, "reference", ref);
+	}
+	name = cmd_client_escape(o->args[0]);
+	path = xstrfmt("/v1/models/%s/versions", name);
+	rc = CMD_EXIT_FAIL;
+	status = cmd_client_call(&o->c, "POST", path, body, &r, err,
+	    sizeof err);
+	if (status == -1) {
+		fprintf(stderr, "mlopsd models: %s\n", err);
+		goto out;
+	}
+	if (status != 201) {
+		cmd_client_print_error("models", status, r);
+		goto out;
+	}
+	if (o->json && o->alias == NULL)
+		models_print_json(r);
+	else if (!o->json)
+		printf("%s: version %lld registered (sha256:%s)\n",
+		    json_string_value(json_object_get(r, "name")),
+		    (long long)json_integer_value(json_object_get(r, "version")),
+		    json_string_value(json_object_get(json_object_get(r,
+		    "artifact"), "sha256")));
+	rc = CMD_EXIT_OK;
+	/* --alias: promote the new version too. */
+	if (o->alias != NULL) {
+		json_t	*pb = json_pack("{s:I, s:s}", "version",
+			    json_integer_value(json_object_get(r, "version")),
+			    "reason", "mlopsd models register");
+
+		free(path);
+		path = xstrfmt("/v1/models/%s/aliases/%s", name, o->alias);
+		rc = models_move(o, "PUT", path, pb, "->", o->json);
+		json_decref(pb);
+		if (rc == CMD_EXIT_OK && o->json) {
+			/* One document: the version, now with its alias. */
+			json_t	*vj;
+
+			free(path);
+			path = xstrfmt("/v1/models/%s/versions/%lld", name,
+			    (long long)json_integer_value(json_object_get(r,
+			    "version")));
+			if ((vj = models_get(o, path)) == NULL)
+				rc = CMD_EXIT_FAIL;
+			else {
+				models_print_json(vj);
+				json_decref(vj);
+			}
+		}
+	}
+out:
+	json_decref(r);
+	json_decref(body);
+	json_decref(feats);
+	free(path);
+	free(name);
+	free(abs);
 	return rc;
 }
 
@@ -364,6 +497,7 @@ static const struct {
 	{ "show", models_show },
 	{ "promote", models_promote },
 	{ "rollback", models_rollback },
+	{ "register", models_register },
 };
 
 static int
@@ -374,6 +508,12 @@ cmd_models_exec(const struct cmd_entry *self, int argc, char **argv)
 		{ "url", required_argument, NULL, 'u' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "alias", required_argument, NULL, 'a' },
+		{ "metrics", required_argument, NULL, 'M' },
+		{ "params", required_argument, NULL, 'P' },
+		{ "tags", required_argument, NULL, 'T' },
+		{ "features", required_argument, NULL, 'F' },
+		{ "training-set", required_argument, NULL, 'S' },
+		{ "label", required_argument, NULL, 'L' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -386,7 +526,6 @@ cmd_models_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (cmd_wants_help(self, argc, argv))
 		return CMD_EXIT_OK;
 	memset(&o, 0, sizeof o);
-	o.alias = "champion";
 	while ((ch = getopt_long(argc, argv, ":c:o:v", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
@@ -405,6 +544,24 @@ cmd_models_exec(const struct cmd_entry *self, int argc, char **argv)
 		case 'a':
 			o.alias = optarg;
 			break;
+		case 'M':
+			o.metrics = optarg;
+			break;
+		case 'P':
+			o.params = optarg;
+			break;
+		case 'T':
+			o.tags = optarg;
+			break;
+		case 'F':
+			o.features = optarg;
+			break;
+		case 'S':
+			o.training_set = optarg;
+			break;
+		case 'L':
+			o.label = optarg;
+			break;
 		case 'v':
 			cmd_verbose();
 			break;
@@ -414,13 +571,13 @@ cmd_models_exec(const struct cmd_entry *self, int argc, char **argv)
 	}
 	if (optind >= argc)
 		return cmd_usage_error(self, "a subcommand is needed (list, "
-		    "show, promote, rollback)");
+		    "show, promote, rollback, register)");
 	for (i = 0; i < sizeof models_verbs / sizeof models_verbs[0]; i++)
 		if (strcmp(argv[optind], models_verbs[i].verb) == 0)
 			break;
 	if (i == sizeof models_verbs / sizeof models_verbs[0])
 		return cmd_usage_error(self, "unknown subcommand \"%s\" (list, "
-		    "show, promote, rollback)", argv[optind]);
+		    "show, promote, rollback, register)", argv[optind]);
 	if (cmd_client_init(&o.c, config, url, err, sizeof err) != 0) {
 		fprintf(stderr, "mlopsd models: %s\n", err);
 		return CMD_EXIT_USAGE;
@@ -435,7 +592,8 @@ cmd_models_exec(const struct cmd_entry *self, int argc, char **argv)
 const struct cmd_entry cmd_models_entry = {
 	.name = "models",
 	.usage = "models list | show NAME [VERSION] | promote NAME VERSION "
-	    "[--alias A] | rollback NAME  [-c FILE | --url URL] [--output json]",
+	    "[--alias A] | rollback NAME | register NAME FILE  [-c FILE | "
+	    "--url URL] [--output json]",
 	.summary = "inspect the model registry, move aliases, roll back",
 	.exec = cmd_models_exec,
 	.help =
@@ -447,6 +605,12 @@ const struct cmd_entry cmd_models_entry = {
 	    "champion)\n"
 	    "                         at VERSION\n"
 	    "  rollback NAME          champion := the previous champion\n"
+	    "  register NAME FILE     a model file trained elsewhere, with\n"
+	    "                         --metrics/--params/--tags JSON, --features "
+	    "a,b,\n"
+	    "                         --training-set CSV [--label COL] (drift "
+	    "reference)\n"
+	    "                         and --alias A (promote it too)\n"
 	    "  -c, --config FILE      the daemon's config (its http.listen "
 	    "and token)\n"
 	    "  --url URL              the daemon, http://HOST:PORT "

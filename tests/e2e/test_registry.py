@@ -446,6 +446,56 @@ def cli_list_show_promote_rollback():
 
 
 @test
+def cli_register_with_reference_and_alias():
+    with Daemon() as d:
+        model = artifact(d, '{"booster": "gbtree"}')
+        csv = os.path.join(d.dir, "train.csv")
+        with open(csv, "w") as f:
+            f.write("user_id,clicks_1h,country,churned\n")
+            for i in range(100):
+                f.write("u%d,%d,%s,%d\n" % (i, i, "fr" if i < 70 else "de",
+                                            i % 2))
+        rc, out, err = cli("register", "churn", os.path.relpath(model),
+                           url(d), "--metrics", '{"auc": 0.9}',
+                           "--params", '{"eta": 0.1}',
+                           "--features", "clicks_1h,country",
+                           "--training-set", csv, "--label", "churned")
+        assert rc == 0, err
+        sha = hashlib.sha256(b'{"booster": "gbtree"}').hexdigest()
+        assert out == "churn: version 1 registered (sha256:%s)\n" % sha, out
+        v = d.get("/v1/models/churn/versions/1?reference=1").json()
+        assert v["metrics"] == {"auc": 0.9} and v["params"] == {"eta": 0.1}
+        assert v["lineage"]["features"] == ["clicks_1h", "country"], v
+        ref = v["reference"]
+        assert ref["rows"] == 100, ref
+        assert set(ref["features"]) == {"clicks_1h", "country"}, ref
+        assert ref["features"]["clicks_1h"]["type"] == "numeric"
+        assert sum(ref["features"]["clicks_1h"]["counts"]) == 100
+        assert ref["features"]["country"]["values"] == {"fr": 70, "de": 30}
+
+        rc, out, err = cli("register", "churn", model, url(d), "--alias",
+                           "challenger")
+        assert rc == 0, err
+        assert out.splitlines()[1] == "churn: challenger -> version 2", out
+        rc, out, err = cli("register", "churn", model, url(d), "--alias",
+                           "champion", "--output", "json")
+        assert rc == 0, err
+        j = json.loads(out)
+        assert (j["version"], j["aliases"]) == (3, ["champion"]), j
+
+        rc, out, err = cli("register", "churn", "/nonexistent", url(d))
+        assert rc == 1 and "/nonexistent: No such file" in err, err
+        rc, out, err = cli("register", "churn", model, url(d),
+                           "--metrics", "[1]")
+        assert rc == 2 and "--metrics must be a JSON object" in err, err
+        rc, out, err = cli("register", "churn", model, url(d),
+                           "--training-set", csv, "--features", "nope")
+        assert rc == 1 and 'no column "nope"' in err, err
+        rc, out, err = cli("register", "churn", url(d))
+        assert rc == 2 and "register takes NAME FILE" in err, err
+
+
+@test
 def cli_errors_and_exit_codes():
     with Daemon() as d:
         register(d, "churn", "a")
