@@ -1,31 +1,40 @@
 /*
- * http: the HTTP/1.1 JSON API server on libevent (see http.h).
+ * http: the HTTP/1.1 JSON API server (see http.h).
  *
- * Each worker thread owns an event_base, an evhttp and its own listening
+ * Each worker thread owns a libevent event_base and its own listening
  * socket; the sockets share one address through SO_REUSEPORT, so the
  * kernel spreads connections over the workers and nothing is shared per
  * request but the read-only route table and the metrics' lock-free series.
- * One generic callback walks the route table for every request.  The
- * struct http_req handed to handlers lives on that callback's stack, since
- * handlers reply before they return; the only allocations per request are
- * libevent's own (plus the query list, parsed only when asked for).
+ * libevent only tells us when a socket is readable or writable (and runs
+ * the timers); the HTTP layer is our own, because evhttp's cost per
+ * request (a header list and several allocations per request and reply,
+ * event changes on every request) was most of a lookup's CPU.
  *
- * Body limit.  libevent 2.1.12 enforces evhttp_set_max_body_size itself,
- * and when it does it answers with an HTML error page we cannot change
- * (2.1 has no error callback).  So libevent gets a larger safety cap,
- * HTTP_BODY_CAP(max): bodies up to the cap, whether sent with a
- * Content-Length or chunked, are read and then refused by our own check on
- * their length with a JSON 413; only bodies declared (or streamed) beyond
- * the cap meet libevent's HTML 413, and those are refused as soon as the
- * Content-Length or the offending chunk header is seen, without reading
- * them.  Memory per connection is thus bounded by the cap plus the header
- * limit, HTTP_MAX_HEADERS.
+ * A connection has one input buffer and one output buffer, both kept
+ * across its requests.  Bytes are read into the input buffer; a request
+ * head, once its empty line has arrived, is parsed in place (strings are
+ * NUL-terminated where they lie, offsets remembered, so a buffer that
+ * grows or moves keeps the parse), the body is waited for by its
+ * Content-Length, and the handler runs with pointers into the buffer: no
+ * allocation per request.  Replies are appended to the output buffer, and
+ * every request that arrived in one read (pipelining) is answered by one
+ * write().  While output is blocked, reading stops.
+ *
+ * Limits and errors.  A head is at most HTTP_MAX_HEAD bytes and
+ * HTTP_MAX_NHEADERS lines (431 beyond); a body is announced by
+ * Content-Length and at most max_body bytes: a larger one is refused with
+ * 413 as soon as the head is read, before routing and without reading the
+ * body.  Chunked request bodies get 411 (send a Content-Length).  Any
+ * request the parser refuses gets a JSON error, and the connection is
+ * closed after a lingering half-close so the client reads the reply
+ * rather than a reset.  A connection idle for timeout_ms, or whose request
+ * has taken longer than timeout_ms to arrive (a slow-loris), is closed.
  *
  * Shutdown: http_server_stop() activates an event on each worker's base
  * (thread-safe, since libevent runs with pthread locking); on its own
- * thread the worker closes its listener and leaves its loop as soon as the
- * requests it has dispatched have been written out, or after
- * HTTP_STOP_GRACE_MS if a client does not read its reply.
+ * thread the worker closes its listener and its idle connections, lets
+ * replies still being written go out, and leaves its loop when the last
+ * connection is gone or after HTTP_STOP_GRACE_MS.
  */
 #include "common/http.h"
 
@@ -36,6 +45,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <pthread.h>
@@ -46,12 +56,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 
 #include "common/log.h"
@@ -60,11 +68,15 @@
 #include "common/xmalloc.h"
 
 #define HTTP_MAX_PARAMS		8
-#define HTTP_MAX_HEADERS	(64 * 1024)
+#define HTTP_MAX_HEAD		(64 * 1024)	/* request line and headers */
+#define HTTP_MAX_NHEADERS	100
+#define HTTP_MAX_QUERY		32		/* query pairs looked at */
+#define HTTP_BUF_INIT		4096
+#define HTTP_BUF_KEEP		(64 * 1024)	/* larger buffers shrink when empty */
+#define HTTP_OUT_FLUSH		(64 * 1024)	/* write out mid-batch beyond this */
 #define HTTP_BACKLOG		1024
+#define HTTP_ACCEPT_BATCH	64
 #define HTTP_STOP_GRACE_MS	5000
-/* What libevent may buffer before our own 413; see the top of the file. */
-#define HTTP_BODY_CAP(max)	((max) + ((max) > 65536 ? (max) : 65536))
 
 #define HTTP_JSON	"application/json; charset=utf-8"
 
@@ -92,17 +104,64 @@ struct http_rt {
 	_Atomic(struct metric *) count[HTTP_NCACHED];
 };
 
+/*
+ * A parsed request head.  Offsets count from the request's first byte
+ * (the method), whose strings have been NUL-terminated in place.
+ */
+struct http_head {
+	uint32_t	 len;		/* through the empty line */
+	uint32_t	 target;	/* the path */
+	uint32_t	 query;		/* after '?', or 0 */
+	int		 minor;		/* HTTP/1.minor */
+	int		 keepalive;
+	int		 expect;	/* Expect: 100-continue */
+	int		 chunked;	/* a Transfer-Encoding was given */
+	int64_t		 clen;
+	unsigned	 nhdrs;
+	struct {
+		uint32_t	name, value;
+	}		 hdrs[HTTP_MAX_NHEADERS];
+};
+
+struct http_worker;
+
+struct http_conn {
+	struct http_worker	*w;
+	int			 fd;
+	struct event		*rev, *wev;
+	TAILQ_ENTRY(http_conn)	 entry;
+	char			*in;
+	size_t			 inoff, inlen, incap;	/* unparsed: in[inoff..inlen) */
+	size_t			 scanned;	/* head bytes searched for its end */
+	uint64_t		 started;	/* current request's first byte, mono ns */
+	int			 have_head;
+	int			 continued;	/* 100 Continue sent for it */
+	struct http_head	 head;
+	char			*out;
+	size_t			 outoff, outlen, outcap;
+	int			 closing;	/* close once out is written */
+	int			 linger;	/* half-close and drain first */
+	int			 lingering;
+	int			 writing;	/* wev armed, rev not */
+};
+
+TAILQ_HEAD(http_conns, http_conn);
+
 struct http_worker {
-	struct http_server		*s;
-	pthread_t			 thread;
-	int				 running;
-	struct event_base		*base;
-	struct evhttp			*http;
-	struct evhttp_bound_socket	*bound;
-	struct event			*stop_ev;
+	struct http_server	*s;
+	pthread_t		 thread;
+	int			 running;
+	struct event_base	*base;
+	int			 lfd;
+	struct event		*lev;
+	struct event		*stop_ev;
+	const struct timeval	*tv;		/* the common connection timeout */
 	/* Worker thread only: */
-	int				 stopping;
-	unsigned			 inflight;	/* dispatched, reply not yet written */
+	struct http_conns	 conns;
+	int			 stopping;
+	time_t			 date_sec;
+	char			 date[48];	/* "Date: ...\r\n" */
+	size_t			 datelen;
 };
 
 struct http_server {
@@ -114,6 +173,8 @@ struct http_server {
 	char			*token;
 	size_t			 tokenlen;
 	size_t			 max_body;
+	uint64_t		 timeout_ns;
+	struct timeval		 timeout;
 	char			 address[INET6_ADDRSTRLEN + 16];
 	struct http_worker	*workers;
 	int			 nworkers;
@@ -122,17 +183,21 @@ struct http_server {
 };
 
 struct http_req {
-	struct evhttp_request	*ev;
-	struct event_base	*base;
+	struct http_conn	*c;
 	struct http_server	*s;
 	struct http_rt		*rt;
+	char			*base;		/* the request's first byte */
+	const struct http_head	*h;		/* NULL for a refused request */
 	const char		*method;
 	const char		*path;
 	const char		*params[HTTP_MAX_PARAMS];
 	char			*pbuf;		/* decoded params, if pstack is too small */
 	char			 pstack[256];
-	struct evkeyvalq	 query;
-	int			 query_state;	/* 0 not parsed, 1 parsed, -1 malformed */
+	int			 nquery;	/* -1 until parsed */
+	const char		*qkeys[HTTP_MAX_QUERY], *qvals[HTTP_MAX_QUERY];
+	const char		*xhdr;		/* extra header lines of the reply */
+	int			 head_only;	/* HEAD: no body in the reply */
+	int			 keepalive;
 	int			 code;		/* 0 until replied */
 };
 
@@ -141,21 +206,36 @@ struct http_span {
 	size_t	len;
 };
 
-static const struct {
-	enum evhttp_cmd_type	 cmd;
-	const char		*name;
-} http_methods[] = {
-	{ EVHTTP_REQ_GET, "GET" },
-	{ EVHTTP_REQ_POST, "POST" },
-	{ EVHTTP_REQ_PUT, "PUT" },
-	{ EVHTTP_REQ_DELETE, "DELETE" },
-	{ EVHTTP_REQ_HEAD, "HEAD" },
-	{ EVHTTP_REQ_OPTIONS, "OPTIONS" },
-	{ EVHTTP_REQ_PATCH, "PATCH" },
+static const char *const http_methods[] = {
+	"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH",
 };
 #define HTTP_NMETHODS	(sizeof http_methods / sizeof http_methods[0])
 
+/* Reason phrases of the status line. */
+static const struct {
+	int		 code;
+	const char	*reason;
+} http_reasons[] = {
+	{ 100, "Continue" }, { 200, "OK" }, { 201, "Created" },
+	{ 202, "Accepted" }, { 204, "No Content" },
+	{ 301, "Moved Permanently" }, { 302, "Found" },
+	{ 304, "Not Modified" }, { 400, "Bad Request" },
+	{ 401, "Unauthorized" }, { 403, "Forbidden" }, { 404, "Not Found" },
+	{ 405, "Method Not Allowed" }, { 408, "Request Timeout" },
+	{ 409, "Conflict" }, { 410, "Gone" }, { 411, "Length Required" },
+	{ 412, "Precondition Failed" }, { 413, "Payload Too Large" },
+	{ 415, "Unsupported Media Type" }, { 422, "Unprocessable Entity" },
+	{ 429, "Too Many Requests" },
+	{ 431, "Request Header Fields Too Large" },
+	{ 500, "Internal Server Error" }, { 501, "Not Implemented" },
+	{ 502, "Bad Gateway" }, { 503, "Service Unavailable" },
+	{ 504, "Gateway Timeout" }, { 505, "HTTP Version Not Supported" },
+};
+#define HTTP_NREASONS	(sizeof http_reasons / sizeof http_reasons[0])
+
 static pthread_once_t	http_once = PTHREAD_ONCE_INIT;
+
+static void	http_conn_process(struct http_conn *c);
 
 static void
 http_init_once(void)
@@ -164,22 +244,22 @@ http_init_once(void)
 		log_error("http", "evthread_use_pthreads failed");
 }
 
-static const char *
-http_method_name(enum evhttp_cmd_type cmd)
-{
-	for (size_t i = 0; i < HTTP_NMETHODS; i++)
-		if (http_methods[i].cmd == cmd)
-			return http_methods[i].name;
-	return "?";
-}
-
 static int
 http_method_known(const char *name)
 {
 	for (size_t i = 0; i < HTTP_NMETHODS; i++)
-		if (strcmp(http_methods[i].name, name) == 0)
+		if (strcmp(http_methods[i], name) == 0)
 			return 1;
 	return 0;
+}
+
+static const char *
+http_reason(int code)
+{
+	for (size_t i = 0; i < HTTP_NREASONS; i++)
+		if (http_reasons[i].code == code)
+			return http_reasons[i].reason;
+	return "Unknown";
 }
 
 /*
@@ -428,54 +508,595 @@ http_account(struct http_server *s, struct http_rt *rt, int code, uint64_t t0)
 	metric_observe(rt->duration, (double)(util_mono_ns() - t0) / 1e9);
 }
 
-/* The reply has been written out (not called if the client vanished). */
-static void
-http_complete(struct evhttp_request *ev, void *arg)
-{
-	struct http_worker	*w = arg;
+/* ---- the request parser ---- */
 
-	(void)ev;
-	if (--w->inflight == 0 && w->stopping)
-		event_base_loopbreak(w->base);
+/* Is c a token character (RFC 9110 tchar)? */
+static int
+http_tchar(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && strchr("\"(),/:;<=>?@[\\]{}", c) == NULL;
+}
+
+/* Does the comma-separated list hold token (case-insensitively)? */
+static int
+http_has_token(const char *list, const char *token)
+{
+	size_t	tl = strlen(token), n;
+
+	while (*list != '\0') {
+		while (*list == ' ' || *list == '\t' || *list == ',')
+			list++;
+		n = strcspn(list, ", \t");
+		if (n == tl && strncasecmp(list, token, tl) == 0)
+			return 1;
+		list += n;
+		while (*list != '\0' && *list != ',')
+			list++;
+	}
+	return 0;
+}
+
+enum {
+	HTTP_H_CONTENT_LENGTH,
+	HTTP_H_TRANSFER_ENCODING,
+	HTTP_H_CONNECTION,
+	HTTP_H_EXPECT,
+};
+
+/* The headers the server itself reads. */
+static const struct {
+	const char	*name;
+	int		 which;
+} http_known_headers[] = {
+	{ "Content-Length", HTTP_H_CONTENT_LENGTH },
+	{ "Transfer-Encoding", HTTP_H_TRANSFER_ENCODING },
+	{ "Connection", HTTP_H_CONNECTION },
+	{ "Expect", HTTP_H_EXPECT },
+};
+
+/* Read what the server needs from the headers; an HTTP status or 0. */
+static int
+http_head_semantics(char *b, struct http_head *h, const char **why)
+{
+	int	close = 0, keep = 0;
+
+	h->clen = -1;
+	for (unsigned i = 0; i < h->nhdrs; i++) {
+		const char	*name = b + h->hdrs[i].name;
+		const char	*v = b + h->hdrs[i].value;
+		size_t		 k;
+		int64_t		 n = 0;
+
+		for (k = 0; k < sizeof http_known_headers /
+		    sizeof http_known_headers[0]; k++)
+			if (strcasecmp(name, http_known_headers[k].name) == 0)
+				break;
+		if (k == sizeof http_known_headers /
+		    sizeof http_known_headers[0])
+			continue;
+		switch (http_known_headers[k].which) {
+		case HTTP_H_CONTENT_LENGTH:
+			if (*v == '\0' || strlen(v) > 18 ||
+			    strspn(v, "0123456789") != strlen(v)) {
+				*why = "malformed Content-Length";
+				return 400;
+			}
+			for (; *v != '\0'; v++)
+				n = n * 10 + (*v - '0');
+			if (h->clen != -1 && h->clen != n) {
+				*why = "conflicting Content-Length headers";
+				return 400;
+			}
+			h->clen = n;
+			break;
+		case HTTP_H_TRANSFER_ENCODING:
+			h->chunked = 1;
+			break;
+		case HTTP_H_CONNECTION:
+			close |= http_has_token(v, "close");
+			keep |= http_has_token(v, "keep-alive");
+			break;
+		case HTTP_H_EXPECT:
+			if (strcasecmp(v, "100-continue") == 0)
+				h->expect = 1;
+			break;
+		}
+	}
+	if (h->clen == -1)
+		h->clen = 0;
+	h->keepalive = h->minor >= 1 ? !close : keep && !close;
+	return 0;
+}
+
+/*
+ * Parse a complete head b[0..len) (len counts the empty line) into h,
+ * NUL-terminating its strings in place.  Returns 0, or the HTTP status
+ * to refuse the request with and a reason in *why.
+ */
+static int
+http_head_parse(char *b, size_t len, struct http_head *h, const char **why)
+{
+	char	*p, *end = b + len - 2, *eol, *sp, *colon, *v, *ve, *q;
+	size_t	 mlen;
+
+	memset(h, 0, offsetof(struct http_head, hdrs));
+	h->len = (uint32_t)len;
+	if (memchr(b, '\0', len) != NULL) {
+		*why = "NUL byte in the request head";
+		return 400;
+	}
+	eol = memmem(b, len, "\r\n", 2);
+	for (mlen = 0; b + mlen < eol && b[mlen] >= 'A' && b[mlen] <= 'Z';
+	    mlen++)
+		;
+	if (mlen == 0 || mlen > 16 || b[mlen] != ' ') {
+		*why = "malformed request line";
+		return 400;
+	}
+	p = b + mlen + 1;
+	if ((sp = memchr(p, ' ', (size_t)(eol - p))) == NULL || sp == p) {
+		*why = "malformed request line";
+		return 400;
+	}
+	for (q = p; q < sp; q++)
+		if ((unsigned char)*q <= 0x20 || *q == 0x7f) {
+			*why = "malformed request target";
+			return 400;
+		}
+	if (eol - sp != 9 || memcmp(sp + 1, "HTTP/", 5) != 0 ||
+	    sp[6] < '0' || sp[6] > '9' || sp[7] != '.' || sp[8] < '0' ||
+	    sp[8] > '9') {
+		*why = "malformed request line";
+		return 400;
+	}
+	if (sp[6] != '1') {
+		*why = "only HTTP/1.x is supported";
+		return 505;
+	}
+	if (*p != '/') {
+		*why = "the request target must be an absolute path";
+		return 400;
+	}
+	h->minor = sp[8] - '0';
+	b[mlen] = '\0';
+	*sp = '\0';
+	h->target = (uint32_t)(p - b);
+	if ((q = memchr(p, '?', (size_t)(sp - p))) != NULL) {
+		*q = '\0';
+		h->query = (uint32_t)(q + 1 - b);
+	}
+
+	for (p = eol + 2; p < end; p = eol + 2) {
+		eol = memmem(p, (size_t)(end + 2 - p), "\r\n", 2);
+		if (*p == ' ' || *p == '\t') {
+			*why = "folded header lines are not supported";
+			return 400;
+		}
+		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL ||
+		    colon == p) {
+			*why = "malformed header line";
+			return 400;
+		}
+		for (q = p; q < colon; q++)
+			if (!http_tchar((unsigned char)*q)) {
+				*why = "malformed header name";
+				return 400;
+			}
+		if (h->nhdrs == HTTP_MAX_NHEADERS) {
+			*why = "too many header lines";
+			return 431;
+		}
+		for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++)
+			;
+		for (ve = eol; ve > v && (ve[-1] == ' ' || ve[-1] == '\t');
+		    ve--)
+			;
+		*colon = '\0';
+		*ve = '\0';
+		h->hdrs[h->nhdrs].name = (uint32_t)(p - b);
+		h->hdrs[h->nhdrs++].value = (uint32_t)(v - b);
+	}
+	return http_head_semantics(b, h, why);
+}
+
+/* ---- connections ---- */
+
+static void
+http_buf_reserve(char **buf, size_t *cap, size_t need)
+{
+	size_t	n = *cap > 0 ? *cap : HTTP_BUF_INIT;
+
+	if (need <= *cap)
+		return;
+	while (n < need)
+		n *= 2;
+	*buf = xrealloc(*buf, n);
+	*cap = n;
 }
 
 static void
-http_dispatch(struct evhttp_request *ev, void *arg)
+http_conn_free(struct http_conn *c)
+{
+	struct http_worker	*w = c->w;
+
+	TAILQ_REMOVE(&w->conns, c, entry);
+	event_free(c->rev);
+	event_free(c->wev);
+	close(c->fd);
+	free(c->in);
+	free(c->out);
+	free(c);
+	if (w->stopping && TAILQ_EMPTY(&w->conns))
+		event_base_loopbreak(w->base);
+}
+
+/*
+ * The reply is out and the connection is to end.  After a refused
+ * request the client may still be sending: half-close and read on until
+ * it closes or the timeout, so that closing does not reset the
+ * connection under the reply it has yet to read.
+ */
+static void
+http_conn_finish(struct http_conn *c)
+{
+	if (!c->linger || c->w->stopping) {
+		http_conn_free(c);
+		return;
+	}
+	shutdown(c->fd, SHUT_WR);
+	c->lingering = 1;
+	c->inoff = c->inlen = 0;
+}
+
+/*
+ * Write out what is buffered.  Returns 0 when all is written (the
+ * connection may then be gone if it was closing: *freed says so), 1 when
+ * the socket is full (the write event is armed), -1 when the connection
+ * died and was freed.
+ */
+static int
+http_conn_flush(struct http_conn *c, int *freed)
+{
+	ssize_t	n;
+
+	*freed = 0;
+	while (c->outoff < c->outlen) {
+		n = write(c->fd, c->out + c->outoff, c->outlen - c->outoff);
+		if (n > 0) {
+			c->outoff += (size_t)n;
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (!c->writing) {
+				event_del(c->rev);
+				event_add(c->wev, c->w->tv);
+				c->writing = 1;
+			}
+			return 1;
+		}
+		http_conn_free(c);
+		*freed = 1;
+		return -1;
+	}
+	c->outoff = c->outlen = 0;
+	if (c->outcap > HTTP_BUF_KEEP) {
+		free(c->out);
+		c->out = NULL;
+		c->outcap = 0;
+	}
+	if (c->writing) {
+		event_del(c->wev);
+		event_add(c->rev, c->w->tv);
+		c->writing = 0;
+	}
+	if (c->closing) {
+		http_conn_finish(c);
+		*freed = !c->lingering;
+	}
+	return 0;
+}
+
+static void	http_dispatch(struct http_conn *c, char *b, const struct http_head *h);
+static void	http_refuse(struct http_conn *c, int code, const char *why);
+
+/*
+ * Handle the next request in the input if it is complete.  Returns 1 if
+ * one was handled, 0 if more input is needed or the connection is
+ * closing, -1 if the connection died and was freed.
+ */
+static int
+http_conn_next(struct http_conn *c)
+{
+	struct http_server	*s = c->w->s;
+	char			*b = c->in + c->inoff, *end;
+	size_t			 avail = c->inlen - c->inoff, from, need;
+	const char		*why = NULL;
+	int			 code, freed;
+
+	if (avail == 0 || c->closing)
+		return 0;
+	if (c->started == 0)
+		c->started = util_mono_ns();
+	if (!c->have_head) {
+		from = c->scanned > 3 ? c->scanned - 3 : 0;
+		end = memmem(b + from, avail - from, "\r\n\r\n", 4);
+		if (end == NULL) {
+			c->scanned = avail;
+			if (avail > HTTP_MAX_HEAD)
+				http_refuse(c, 431, "the request head is "
+				    "larger than 65536 bytes");
+			return 0;
+		}
+		if ((size_t)(end - b) + 4 > HTTP_MAX_HEAD) {
+			http_refuse(c, 431, "the request head is larger "
+			    "than 65536 bytes");
+			return 0;
+		}
+		code = http_head_parse(b, (size_t)(end - b) + 4, &c->head,
+		    &why);
+		if (code == 0 && c->head.chunked) {
+			code = 411;
+			why = "chunked request bodies are not supported; send "
+			    "a Content-Length";
+		}
+		if (code == 0 && (uint64_t)c->head.clen > s->max_body) {
+			code = 413;
+			why = NULL;
+		}
+		if (code != 0) {
+			http_refuse(c, code, why);
+			return 0;
+		}
+		c->have_head = 1;
+		c->continued = 0;
+	}
+	need = c->head.len + (size_t)c->head.clen;
+	if (avail < need) {
+		if (c->head.expect && !c->continued) {
+			static const char	cont[] = "HTTP/1.1 100 Continue"
+						    "\r\n\r\n";
+
+			c->continued = 1;
+			http_buf_reserve(&c->out, &c->outcap, c->outlen +
+			    sizeof cont);
+			memcpy(c->out + c->outlen, cont, sizeof cont - 1);
+			c->outlen += sizeof cont - 1;
+			if (http_conn_flush(c, &freed) == -1)
+				return -1;
+		}
+		return 0;
+	}
+	http_dispatch(c, b, &c->head);
+	c->inoff += need;
+	c->have_head = 0;
+	c->scanned = 0;
+	c->started = 0;
+	return 1;
+}
+
+/* Answer what has arrived, then write the replies out. */
+static void
+http_conn_process(struct http_conn *c)
+{
+	int	freed, rc;
+
+	while ((rc = http_conn_next(c)) == 1) {
+		if (c->outlen > HTTP_OUT_FLUSH) {
+			if (http_conn_flush(c, &freed) != 0 || freed)
+				return;
+		}
+	}
+	if (rc == -1)
+		return;
+	if (c->inoff == c->inlen) {
+		c->inoff = c->inlen = 0;
+		if (c->incap > HTTP_BUF_KEEP) {
+			free(c->in);
+			c->in = NULL;
+			c->incap = 0;
+		}
+	}
+	if (c->outlen > 0)
+		http_conn_flush(c, &freed);
+}
+
+static void
+http_conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_conn	*c = arg;
+	struct http_server	*s = c->w->s;
+	ssize_t			 n;
+	size_t			 want;
+	char			 drain[4096];
+
+	if (what & EV_TIMEOUT) {
+		http_conn_free(c);	/* idle, or a request too slow */
+		return;
+	}
+	if (c->lingering) {
+		n = read(fd, drain, sizeof drain);
+		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR))
+			http_conn_free(c);
+		return;
+	}
+	/* Compact, then make room for the head or the whole body. */
+	if (c->inoff > 0 && c->inoff == c->inlen)
+		c->inoff = c->inlen = 0;
+	else if (c->inoff > 0 && c->incap - c->inlen < HTTP_BUF_INIT) {
+		memmove(c->in, c->in + c->inoff, c->inlen - c->inoff);
+		c->inlen -= c->inoff;
+		c->inoff = 0;
+	}
+	want = c->inlen + HTTP_BUF_INIT;
+	if (c->have_head && c->inoff + c->head.len +
+	    (size_t)c->head.clen > want)
+		want = c->inoff + c->head.len + (size_t)c->head.clen;
+	http_buf_reserve(&c->in, &c->incap, want);
+	n = read(fd, c->in + c->inlen, c->incap - c->inlen);
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+	    errno == EINTR))
+		return;
+	if (n <= 0) {
+		/* Closed (or reset): answer nothing more. */
+		http_conn_free(c);
+		return;
+	}
+	c->inlen += (size_t)n;
+	if (c->started != 0 && util_mono_ns() - c->started > s->timeout_ns) {
+		http_conn_free(c);	/* a request trickling in */
+		return;
+	}
+	http_conn_process(c);
+}
+
+static void
+http_conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct http_conn	*c = arg;
+	int			 freed;
+
+	(void)fd;
+	if (what & EV_TIMEOUT) {
+		http_conn_free(c);	/* the client does not read */
+		return;
+	}
+	if (http_conn_flush(c, &freed) != 0 || freed || c->lingering)
+		return;
+	/* Requests that arrived while the output was blocked. */
+	if (c->inlen > c->inoff)
+		http_conn_process(c);
+}
+
+static void
+http_accept_cb(evutil_socket_t lfd, short what, void *arg)
 {
 	struct http_worker	*w = arg;
-	struct http_server	*s = w->s;
+	struct http_conn	*c;
+	int			 fd, one = 1;
+
+	(void)what;
+	for (int i = 0; i < HTTP_ACCEPT_BATCH; i++) {
+		fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd == -1) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK &&
+			    errno != EINTR && errno != ECONNABORTED)
+				log_warn("http", "accept: %s", strerror(errno));
+			return;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		c = xcalloc(1, sizeof *c);
+		c->w = w;
+		c->fd = fd;
+		c->rev = event_new(w->base, fd, EV_READ | EV_PERSIST,
+		    http_conn_read_cb, c);
+		c->wev = event_new(w->base, fd, EV_WRITE | EV_PERSIST,
+		    http_conn_write_cb, c);
+		if (c->rev == NULL || c->wev == NULL) {
+			log_error("http", "event_new failed");
+			abort();
+		}
+		TAILQ_INSERT_TAIL(&w->conns, c, entry);
+		event_add(c->rev, w->tv);
+	}
+}
+
+/* ---- dispatch ---- */
+
+static void
+http_req_init(struct http_req *req, struct http_conn *c)
+{
+	req->c = c;
+	req->s = c->w->s;
+	req->rt = &req->s->unmatched;
+	req->base = NULL;
+	req->h = NULL;
+	req->method = "";
+	req->path = "";
+	req->pbuf = NULL;
+	req->nquery = -1;
+	req->xhdr = NULL;
+	req->head_only = 0;
+	req->keepalive = 0;
+	req->code = 0;
+}
+
+/*
+ * Refuse the request being read: a JSON error, then close.  A 413 is
+ * counted under its route when it has one.
+ */
+static void
+http_refuse(struct http_conn *c, int code, const char *why)
+{
+	struct http_server	*s = c->w->s;
 	struct http_req		 req;
 	struct http_span	 spans[HTTP_MAX_PARAMS];
 	struct http_rt		*rt, *pathrt;
-	const struct evhttp_uri	*uri;
 	uint64_t		 t0 = util_mono_ns();
 	char			 allow[64];
+	const char		*b = c->in + c->inoff;
 
-	req.ev = ev;
-	req.base = w->base;
-	req.s = s;
-	req.pbuf = NULL;
-	req.query_state = 0;
-	req.code = 0;
-	TAILQ_INIT(&req.query);
-	req.method = http_method_name(evhttp_request_get_command(ev));
-	uri = evhttp_request_get_evhttp_uri(ev);
-	if (uri == NULL || (req.path = evhttp_uri_get_path(uri)) == NULL)
-		req.path = "";
+	http_req_init(&req, c);
+	c->linger = 1;
+	switch (code) {
+	case 413:
+		rt = http_route_find(s, b, b + c->head.target, spans, &pathrt,
+		    allow, sizeof allow);
+		if (rt != NULL || pathrt != NULL)
+			req.rt = rt != NULL ? rt : pathrt;
+		http_reply_error(&req, 413, "payload_too_large", "request "
+		    "body is larger than %zu bytes", s->max_body);
+		break;
+	case 411:
+		http_reply_error(&req, 411, "length_required", "%s", why);
+		break;
+	case 431:
+		http_reply_error(&req, 431, "header_too_large", "%s", why);
+		break;
+	case 505:
+		http_reply_error(&req, 505, "http_version_not_supported",
+		    "%s", why);
+		break;
+	default:
+		http_reply_error(&req, code, "bad_request", "%s", why);
+		break;
+	}
+	c->closing = 1;
+	http_account(s, req.rt, req.code, t0);
+}
 
-	w->inflight++;
-	evhttp_request_set_on_complete_cb(ev, http_complete, w);
+static void
+http_dispatch(struct http_conn *c, char *b, const struct http_head *h)
+{
+	struct http_server	*s = c->w->s;
+	struct http_req		 req;
+	struct http_span	 spans[HTTP_MAX_PARAMS];
+	struct http_rt		*rt, *pathrt;
+	uint64_t		 t0 = util_mono_ns();
+	char			 allow[64], xhdr[96];
+	const char		*method = b;
 
-	rt = http_route_find(s, req.method, req.path, spans, &pathrt, allow,
+	http_req_init(&req, c);
+	req.base = b;
+	req.h = h;
+	req.method = b;
+	req.path = b + h->target;
+	req.keepalive = h->keepalive;
+	if (strcmp(method, "HEAD") == 0) {
+		method = "GET";
+		req.head_only = 1;
+	}
+
+	rt = http_route_find(s, method, req.path, spans, &pathrt, allow,
 	    sizeof allow);
 	if (rt == NULL && pathrt == NULL) {
-		req.rt = &s->unmatched;
 		http_reply_error(&req, 404, "not_found", "no route for %s %s",
 		    req.method, req.path);
 	} else if (rt == NULL) {
 		req.rt = pathrt;
-		evhttp_add_header(evhttp_request_get_output_headers(ev),
-		    "Allow", allow);
+		snprintf(xhdr, sizeof xhdr, "Allow: %s\r\n", allow);
+		req.xhdr = xhdr;
 		http_reply_error(&req, 405, "method_not_allowed",
 		    "%s is not allowed on %s (allowed: %s)", req.method,
 		    req.path, allow);
@@ -485,16 +1106,10 @@ http_dispatch(struct evhttp_request *ev, void *arg)
 			/* replied 400 */
 		} else if ((rt->r.flags & HTTP_ROUTE_MUTATING) &&
 		    s->token != NULL && !http_authorized(&req)) {
-			evhttp_add_header(evhttp_request_get_output_headers(ev),
-			    "WWW-Authenticate", "Bearer");
+			req.xhdr = "WWW-Authenticate: Bearer\r\n";
 			http_reply_error(&req, 401, "unauthorized", "%s %s needs "
 			    "a valid bearer token", req.method, req.path);
-		} else if (evbuffer_get_length(evhttp_request_get_input_buffer(
-		    ev)) > s->max_body)
-			http_reply_error(&req, 413, "payload_too_large",
-			    "request body is larger than %zu bytes",
-			    s->max_body);
-		else {
+		} else {
 			rt->r.fn(&req, rt->r.arg);
 			if (req.code == 0) {
 				log_error("http", "%s %s: handler did not reply",
@@ -504,10 +1119,7 @@ http_dispatch(struct evhttp_request *ev, void *arg)
 			}
 		}
 	}
-
 	http_account(s, req.rt, req.code, t0);
-	if (req.query_state != 0)
-		evhttp_clear_headers(&req.query);
 	free(req.pbuf);
 }
 
@@ -515,17 +1127,27 @@ static void
 http_worker_stop_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct http_worker	*w = arg;
+	struct http_conn	*c, *next;
 	struct timeval		 grace = { HTTP_STOP_GRACE_MS / 1000,
 				    (HTTP_STOP_GRACE_MS % 1000) * 1000 };
 
 	(void)fd;
 	(void)what;
 	w->stopping = 1;
-	if (w->bound != NULL) {
-		evhttp_del_accept_socket(w->http, w->bound);
-		w->bound = NULL;
+	if (w->lev != NULL) {
+		event_free(w->lev);
+		w->lev = NULL;
+		close(w->lfd);
+		w->lfd = -1;
 	}
-	if (w->inflight == 0)
+	for (c = TAILQ_FIRST(&w->conns); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, entry);
+		if (c->outoff == c->outlen)
+			http_conn_free(c);
+		else
+			c->closing = 1;
+	}
+	if (TAILQ_EMPTY(&w->conns))
 		event_base_loopbreak(w->base);
 	else
 		event_base_loopexit(w->base, &grace);
@@ -638,47 +1260,24 @@ http_learn_address(struct http_server *s, int fd)
 
 static int
 http_worker_init(struct http_server *s, struct http_worker *w, int fd,
-    const struct http_config *cfg, char *err, size_t errlen)
+    char *err, size_t errlen)
 {
-	struct event_config	*ec;
-	struct timeval		 tv;
-
 	w->s = s;
-	/*
-	 * evhttp turns reading and writing on and off several times per
-	 * request; the changelist folds those into the next epoll_wait
-	 * instead of one epoll_ctl each.  (Its caveat, dup()ed descriptors,
-	 * does not arise here.)
-	 */
-	if ((ec = event_config_new()) != NULL) {
-		event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-		w->base = event_base_new_with_config(ec);
-		event_config_free(ec);
-	}
-	if (w->base == NULL ||
-	    (w->http = evhttp_new(w->base)) == NULL ||
+	w->lfd = fd;
+	TAILQ_INIT(&w->conns);
+	if ((w->base = event_base_new()) == NULL ||
 	    (w->stop_ev = event_new(w->base, -1, 0, http_worker_stop_cb,
-	    w)) == NULL) {
+	    w)) == NULL ||
+	    (w->lev = event_new(w->base, fd, EV_READ | EV_PERSIST,
+	    http_accept_cb, w)) == NULL ||
+	    event_add(w->lev, NULL) == -1) {
 		snprintf(err, errlen, "cannot create the event loop");
-		close(fd);
 		return -1;
 	}
-	if ((w->bound = evhttp_accept_socket_with_handle(w->http, fd)) == NULL) {
-		snprintf(err, errlen, "cannot listen on %s", s->address);
-		close(fd);
-		return -1;
-	}
-	tv.tv_sec = cfg->timeout_ms / 1000;
-	tv.tv_usec = (cfg->timeout_ms % 1000) * 1000;
-	evhttp_set_timeout_tv(w->http, &tv);
-	evhttp_set_max_headers_size(w->http, HTTP_MAX_HEADERS);
-	evhttp_set_max_body_size(w->http,
-	    (ev_ssize_t)HTTP_BODY_CAP(s->max_body));
-	evhttp_set_default_content_type(w->http, NULL);
-	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
-	    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD |
-	    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-	evhttp_set_gencb(w->http, http_dispatch, w);
+	/* One timeout for every connection: libevent keeps it in a queue. */
+	if ((w->tv = event_base_init_common_timeout(w->base,
+	    &s->timeout)) == NULL)
+		w->tv = &s->timeout;
 	return 0;
 }
 
@@ -724,6 +1323,9 @@ http_server_new(const struct http_config *cfg, const struct http_route *routes,
 
 	s = xcalloc(1, sizeof *s);
 	s->max_body = (size_t)cfg->max_body_bytes;
+	s->timeout_ns = (uint64_t)cfg->timeout_ms * 1000000;
+	s->timeout.tv_sec = cfg->timeout_ms / 1000;
+	s->timeout.tv_usec = (cfg->timeout_ms % 1000) * 1000;
 	if (cfg->token != NULL) {
 		s->token = xstrdup(cfg->token);
 		s->tokenlen = strlen(s->token);
@@ -793,7 +1395,7 @@ http_server_new(const struct http_config *cfg, const struct http_route *routes,
 			goto fail;
 		}
 		s->nworkers++;
-		if (http_worker_init(s, &s->workers[i], fd, cfg, why,
+		if (http_worker_init(s, &s->workers[i], fd, why,
 		    sizeof why) == -1) {
 			snprintf(err, errlen, "listen %s: %s", cfg->listen, why);
 			goto fail;
@@ -867,14 +1469,20 @@ void
 http_server_free(struct http_server *s)
 {
 	struct http_worker	*w;
+	struct http_conn	*c;
 
 	if (s == NULL)
 		return;
 	http_server_stop(s);
 	for (int i = 0; i < s->nworkers; i++) {
 		w = &s->workers[i];
-		if (w->http != NULL)
-			evhttp_free(w->http);	/* closes listener, connections */
+		w->stopping = 0;	/* no loopbreak from http_conn_free */
+		while ((c = TAILQ_FIRST(&w->conns)) != NULL)
+			http_conn_free(c);
+		if (w->lev != NULL)
+			event_free(w->lev);
+		if (w->lfd >= 0)
+			close(w->lfd);
 		if (w->stop_ev != NULL)
 			event_free(w->stop_ev);
 		if (w->base != NULL)
@@ -910,42 +1518,85 @@ http_req_param(struct http_req *req, const char *name)
 	return NULL;
 }
 
+/*
+ * Percent- and '+'-decode s in place, as a form value.  An invalid or NUL
+ * escape stays as it is.
+ */
+static void
+http_query_decode(char *s)
+{
+	char	*d = s;
+	int	 hi, lo;
+
+	for (; *s != '\0'; s++) {
+		if (*s == '+')
+			*d++ = ' ';
+		else if (*s == '%' && (hi = http_hexval(s[1])) >= 0 &&
+		    (lo = http_hexval(s[2])) >= 0 && (hi | lo) != 0) {
+			*d++ = (char)(hi << 4 | lo);
+			s += 2;
+		} else
+			*d++ = *s;
+	}
+	*d = '\0';
+}
+
+/*
+ * The query is split and decoded in place on first use: it lies in the
+ * connection's buffer, which nothing reads again.  Pairs without '='
+ * are skipped; the first of repeated keys wins.
+ */
 const char *
 http_req_query(struct http_req *req, const char *name)
 {
-	const struct evhttp_uri	*uri;
-	const char		*q = NULL;
+	char	*p, *amp, *eq;
 
-	if (req->query_state == 0) {
-		if ((uri = evhttp_request_get_evhttp_uri(req->ev)) != NULL)
-			q = evhttp_uri_get_query(uri);
-		req->query_state = 1;
-		if (q != NULL && evhttp_parse_query_str(q, &req->query) == -1)
-			req->query_state = -1;
+	if (req->nquery == -1) {
+		req->nquery = 0;
+		p = req->h != NULL && req->h->query != 0 ?
+		    req->base + req->h->query : NULL;
+		while (p != NULL && req->nquery < HTTP_MAX_QUERY) {
+			if ((amp = strchr(p, '&')) != NULL)
+				*amp++ = '\0';
+			if ((eq = strchr(p, '=')) != NULL && eq != p) {
+				*eq = '\0';
+				http_query_decode(p);
+				http_query_decode(eq + 1);
+				req->qkeys[req->nquery] = p;
+				req->qvals[req->nquery++] = eq + 1;
+			}
+			p = amp;
+		}
 	}
-	if (req->query_state == -1)
-		return NULL;
-	return evhttp_find_header(&req->query, name);
+	for (int i = 0; i < req->nquery; i++)
+		if (strcmp(req->qkeys[i], name) == 0)
+			return req->qvals[i];
+	return NULL;
 }
 
 const char *
 http_req_header(struct http_req *req, const char *name)
 {
-	return evhttp_find_header(evhttp_request_get_input_headers(req->ev),
-	    name);
+	const struct http_head	*h = req->h;
+
+	if (h == NULL)
+		return NULL;
+	for (unsigned i = 0; i < h->nhdrs; i++)
+		if (strcasecmp(req->base + h->hdrs[i].name, name) == 0)
+			return req->base + h->hdrs[i].value;
+	return NULL;
 }
 
 const char *
 http_req_body(struct http_req *req, size_t *len)
 {
-	struct evbuffer	*in = evhttp_request_get_input_buffer(req->ev);
-	size_t		 n = evbuffer_get_length(in);
+	size_t	n = req->h != NULL ? (size_t)req->h->clen : 0;
 
 	if (len != NULL)
 		*len = n;
 	if (n == 0)
 		return "";
-	return (const char *)evbuffer_pullup(in, -1);
+	return req->base + req->h->len;
 }
 
 json_t *
@@ -963,27 +1614,88 @@ http_req_json(struct http_req *req)
 	return j;
 }
 
+/* The worker's "Date: ...\r\n" line, formatted once a second. */
+static void
+http_date(struct http_worker *w)
+{
+	static const char	 days[][4] = { "Sun", "Mon", "Tue", "Wed",
+				    "Thu", "Fri", "Sat" };
+	static const char	 months[][4] = { "Jan", "Feb", "Mar", "Apr",
+				    "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+				    "Nov", "Dec" };
+	time_t			 now = time(NULL);
+	struct tm		 tm;
+	int			 n;
+
+	if (now == w->date_sec && w->datelen > 0)
+		return;
+	w->date_sec = now;
+	gmtime_r(&now, &tm);
+	n = snprintf(w->date, sizeof w->date, "Date: %s, %02d %s %04d "
+	    "%02d:%02d:%02d GMT\r\n", days[tm.tm_wday], tm.tm_mday,
+	    months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+	    tm.tm_sec);
+	w->datelen = n > 0 && (size_t)n < sizeof w->date ? (size_t)n : 0;
+}
+
+/* Append n bytes to p and return the end. */
+static char *
+http_put(char *p, const char *s, size_t n)
+{
+	memcpy(p, s, n);
+	return p + n;
+}
+
 void
 http_reply(struct http_req *req, int code, const char *content_type,
     const char *body, size_t len)
 {
+	struct http_conn	*c = req->c;
+	struct http_worker	*w = c->w;
+	const char		*reason = http_reason(code);
+	size_t			 ctl = content_type != NULL ?
+				    strlen(content_type) : 0;
+	size_t			 xl = req->xhdr != NULL ? strlen(req->xhdr) : 0;
+	char			*p, num[24];
+	int			 keep, n;
+
 	if (req->code != 0) {
 		log_error("http", "%s %s: second reply (%d after %d) dropped",
 		    req->method, req->rt->r.pattern, code, req->code);
 		return;
 	}
 	req->code = code;
-	/*
-	 * libevent arms the write timeout from the time cached when this
-	 * loop iteration began; after a handler slower than the timeout the
-	 * reply would time out before it is written.
-	 */
-	event_base_update_cache_time(req->base);
-	if (content_type != NULL)
-		evhttp_add_header(evhttp_request_get_output_headers(req->ev),
-		    "Content-Type", content_type);
-	evbuffer_add(evhttp_request_get_output_buffer(req->ev), body, len);
-	evhttp_send_reply(req->ev, code, NULL, NULL);
+	keep = req->keepalive && !c->closing && !w->stopping;
+	if (!keep)
+		c->closing = 1;
+	http_date(w);
+	http_buf_reserve(&c->out, &c->outcap, c->outlen + 160 +
+	    strlen(reason) + ctl + xl + w->datelen + len);
+	p = c->out + c->outlen;
+	n = snprintf(num, sizeof num, "%d ", code);
+	p = http_put(p, "HTTP/1.1 ", 9);
+	p = http_put(p, num, (size_t)n);
+	p = http_put(p, reason, strlen(reason));
+	p = http_put(p, "\r\n", 2);
+	p = http_put(p, w->date, w->datelen);
+	if (content_type != NULL) {
+		p = http_put(p, "Content-Type: ", 14);
+		p = http_put(p, content_type, ctl);
+		p = http_put(p, "\r\n", 2);
+	}
+	n = snprintf(num, sizeof num, "%zu", len);
+	p = http_put(p, "Content-Length: ", 16);
+	p = http_put(p, num, (size_t)n);
+	p = http_put(p, "\r\n", 2);
+	p = http_put(p, req->xhdr, xl);
+	if (!keep)
+		p = http_put(p, "Connection: close\r\n", 19);
+	else if (req->h != NULL && req->h->minor == 0)
+		p = http_put(p, "Connection: keep-alive\r\n", 24);
+	p = http_put(p, "\r\n", 2);
+	if (!req->head_only)
+		p = http_put(p, body, len);
+	c->outlen = (size_t)(p - c->out);
 }
 
 void

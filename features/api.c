@@ -36,7 +36,7 @@ struct feature_api {
 	struct http_route	 routes[2];
 };
 
-static const char api_epoch[] = "1970-01-01T00:00:00Z";
+static const char api_epoch[] = "1970-01-01T00:00:00.000Z";
 
 static json_t *
 ts_json(int64_t ms)

@@ -1738,7 +1738,7 @@ test_api_feast(void **state)
 		char *want = xstrfmt("{\"values\":[3,1,null],\"statuses\":"
 		    "[\"PRESENT\",\"PRESENT\",\"NOT_FOUND\"],"
 		    "\"event_timestamps\":[\"%s\",\"%s\","
-		    "\"1970-01-01T00:00:00Z\"]}", ts[0], ts[1]);
+		    "\"1970-01-01T00:00:00.000Z\"]}", ts[0], ts[1]);
 
 		assert_string_equal(body, want);
 		free(want);
