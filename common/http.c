@@ -734,18 +734,20 @@ http_conn_free(struct http_conn *c)
  * The reply is out and the connection is to end.  After a refused
  * request the client may still be sending: half-close and read on until
  * it closes or the timeout, so that closing does not reset the
- * connection under the reply it has yet to read.
+ * connection under the reply it has yet to read.  Returns 1 if c was
+ * freed.
  */
-static void
+static int
 http_conn_finish(struct http_conn *c)
 {
 	if (!c->linger || c->w->stopping) {
 		http_conn_free(c);
-		return;
+		return 1;
 	}
 	shutdown(c->fd, SHUT_WR);
 	c->lingering = 1;
 	c->inoff = c->inlen = 0;
+	return 0;
 }
 
 /*
@@ -791,10 +793,8 @@ http_conn_flush(struct http_conn *c, int *freed)
 		event_add(c->rev, c->w->tv);
 		c->writing = 0;
 	}
-	if (c->closing) {
-		http_conn_finish(c);
-		*freed = !c->lingering;
-	}
+	if (c->closing)
+		*freed = http_conn_finish(c);
 	return 0;
 }
 
@@ -1642,7 +1642,8 @@ http_date(struct http_worker *w)
 static char *
 http_put(char *p, const char *s, size_t n)
 {
-	memcpy(p, s, n);
+	if (n > 0)
+		memcpy(p, s, n);
 	return p + n;
 }
 
