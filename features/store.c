@@ -894,6 +894,12 @@ store_ckpt_held_replace(struct store_ckpt *c)
 	c->held_replace = 1;
 }
 
+int
+store_ckpt_empty(const struct store_ckpt *c)
+{
+	return c->nents == 0 && c->noffs == 0 && !c->held_replace;
+}
+
 size_t
 store_ckpt_nentities(const struct store_ckpt *c)
 {

@@ -95,6 +95,8 @@ void		 store_ckpt_held(struct store_ckpt *c, const struct store_held *h);
 /* Replace the stored held messages with those of c (even when c has none). */
 void		 store_ckpt_held_replace(struct store_ckpt *c);
 size_t		 store_ckpt_nentities(const struct store_ckpt *c);
+/* Nothing to write: no entity, offset or held-message change. */
+int		 store_ckpt_empty(const struct store_ckpt *c);
 /* Write c in one transaction.  Returns 0, or -1 (nothing written). */
 int		 store_ckpt_commit(struct store *s, struct store_ckpt *c,
 		    char *err, size_t errlen);

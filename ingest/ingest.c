@@ -3,12 +3,16 @@
  * feature state (see ingest.h and docs/design-ingest.md).
  *
  * One consumer thread polls batches, decodes each message with its
- * source's decoder, applies the event to every view of the source in the
- * store (the store's per-shard locks let lookups run meanwhile), and every
- * checkpoint interval collects the dirty entity states together with the
- * next offset of every partition.  A writer thread commits checkpoints to
- * SQLite so the consumer never waits on the disk, one checkpoint at a
- * time and in order.  Positions are taken from our own store on every
+ * source's decoder and decides its fate: dead-lettered, held (a future
+ * event) or accepted (ingest_accept(), the one place where an event is
+ * accepted).  An accepted event is copied, per view, into a batch for the
+ * shard thread that owns the entity's store shard; shard threads apply
+ * events to their own entities (the store's per-shard locks let lookups
+ * run meanwhile), evict, and encode their dirty entities.  Every
+ * checkpoint interval the consumer puts a barrier into every shard
+ * queue, with the next offset of every partition at that cut; the last
+ * shard past the barrier hands the checkpoint to a writer thread that
+ * commits it to SQLite, one checkpoint at a time and in order.  Positions are taken from our own store on every
  * assignment; Kafka's group offsets are committed afterwards only so that
  * standard tools show the group's lag.
  */
@@ -38,6 +42,10 @@
 #define INGEST_EVICT_MS		(60 * 1000)
 #define INGEST_KEYMAX		1024
 #define INGEST_QUEUED_MIN	"1000000"	/* see ingest_new() */
+#define INGEST_SHARD_BATCH	512	/* events per batch to a shard thread */
+#define INGEST_SHARD_QUEUE	8	/* batches queued per shard thread */
+#define INGEST_SHARD_THREADS	2	/* default number of shard threads */
+#define INGEST_DLQ_FLUSH_MS	2000	/* one dead-letter flush attempt */
 
 /* One view fed by a source: where its key parts are in the source's fields. */
 struct ingest_view {
@@ -72,6 +80,58 @@ struct ingest_held {
 	size_t			 source;
 };
 
+/*
+ * One accepted event for one view, queued to the shard thread owning its
+ * entity.  Key bytes and the field values (strings copied after them) are
+ * in the batch's arena; string pointers of the values are arena offsets
+ * until the shard thread fixes them up.
+ */
+struct shard_item {
+	uint32_t	 view;
+	uint32_t	 source;
+	int32_t		 shard;		/* store shard */
+	int32_t		 partition;
+	int64_t		 offset;
+	int64_t		 ts;
+	size_t		 key;		/* arena offset */
+	size_t		 keylen;
+	size_t		 vals;		/* arena offset of the agg_value array */
+};
+
+enum shard_batch_kind { SB_EVENTS, SB_BARRIER, SB_STOP };
+
+struct shard_batch {
+	struct shard_batch	*next;
+	enum shard_batch_kind	 kind;
+	struct shard_item	*items;
+	size_t			 n, cap;
+	uint8_t			*arena;
+	size_t			 alen, acap;
+	struct store_ckpt	*ckpt;		/* SB_BARRIER */
+};
+
+/*
+ * A shard thread: owns the store shards s with s % nthreads == idx.  The
+ * consumer fills cur and queues it; lock guards the queue and the free
+ * list of spent batches.
+ */
+struct ingest_shard {
+	struct ingest		*in;
+	int			 idx;
+	pthread_t		 thread;
+	int			 started;
+	pthread_mutex_t		 lock;
+	pthread_cond_t		 work;		/* queue not empty */
+	pthread_cond_t		 space;		/* queue below its bound */
+	struct shard_batch	*head, *tail;
+	size_t			 queued;
+	struct shard_batch	*spare;
+	struct shard_batch	*cur;		/* consumer only */
+	/* Shard thread only: per-source counts not yet added to metrics. */
+	uint64_t		*nok, *nlate, *nbad;
+	int64_t			 last_evict_ms;
+};
+
 struct ingest {
 	const struct config	*cfg;
 	struct store		*store;
@@ -99,6 +159,10 @@ struct ingest {
 	int			 started;
 	_Atomic int		 stopping;
 
+	struct ingest_shard	*shards;
+	int			 nthreads;
+	_Atomic int		 barrier_left;	/* shards yet to pass it */
+
 	/*
 	 * The writer: at most one checkpoint pending.  wlock guards pending,
 	 * wbusy and wstop; the consumer waits on wdone before handing over
@@ -109,12 +173,12 @@ struct ingest {
 	pthread_cond_t		 wcond;
 	pthread_cond_t		 wdone;
 	struct store_ckpt	*pending;
+	int			 inflight;	/* a barrier is in the shards */
 	int			 wbusy;
 	int			 wstop;
 	int			 wfailed;
 
 	int64_t			 last_ckpt_ms;
-	int64_t			 last_evict_ms;
 	struct metric_family	*m_events;
 	struct metric_family	*m_lag;
 	struct metric		*m_fresh;
@@ -172,7 +236,12 @@ dlq_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 	}
 }
 
-static void
+/*
+ * Produce msg to the dead-letter topic.  0, or -1 when it could not be
+ * queued (the queue stayed full until we were told to stop): the caller
+ * must not move past it.
+ */
+static int
 dead_letter(struct ingest *in, const rd_kafka_message_t *msg,
     const char *source, const char *reason)
 {
@@ -196,18 +265,21 @@ dead_letter(struct ingest *in, const rd_kafka_message_t *msg,
 		    RD_KAFKA_V_HEADERS(hdrs),
 		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 		    RD_KAFKA_V_END);
-		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+		if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL ||
+		    atomic_load(&in->stopping))
 			break;
 		rd_kafka_poll(in->dlq, 100);
 	}
 	if (err) {
-		/* Not lost: the checkpoint flush fails and we stop advancing. */
+		/* Not lost: the message is read again after a restart. */
 		rd_kafka_headers_destroy(hdrs);
 		metric_inc(in->m_dlq_fail);
 		log_error("ingest", "dead-letter produce failed: %s",
 		    rd_kafka_err2str(err));
+		return -1;
 	}
 	rd_kafka_poll(in->dlq, 0);
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -295,18 +367,167 @@ check_detail(const char *msg)
 }
 
 
+/* ------------------------------------------------------------------ */
+/* Shard threads: the consumer's side. */
+
+static struct shard_batch *
+shard_batch_get(struct ingest_shard *t)
+{
+	struct shard_batch	*b;
+
+	pthread_mutex_lock(&t->lock);
+	if ((b = t->spare) != NULL)
+		t->spare = b->next;
+	pthread_mutex_unlock(&t->lock);
+	if (b == NULL)
+		b = xcalloc(1, sizeof *b);
+	b->next = NULL;
+	b->kind = SB_EVENTS;
+	b->n = b->alen = 0;
+	b->ckpt = NULL;
+	return b;
+}
+
+static void
+shard_batch_free(struct shard_batch *b)
+{
+	free(b->items);
+	free(b->arena);
+	free(b);
+}
+
+/* Queue b to shard thread t, waiting while its queue is full. */
+static void
+shard_push(struct ingest_shard *t, struct shard_batch *b)
+{
+	pthread_mutex_lock(&t->lock);
+	while (t->queued >= INGEST_SHARD_QUEUE && b->kind == SB_EVENTS)
+		pthread_cond_wait(&t->space, &t->lock);
+	if (t->tail != NULL)
+		t->tail->next = b;
+	else
+		t->head = b;
+	t->tail = b;
+	t->queued++;
+	pthread_cond_signal(&t->work);
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Queue every shard thread's partly filled batch. */
+static void
+shard_flush_all(struct ingest *in)
+{
+	for (int i = 0; i < in->nthreads; i++) {
+		struct ingest_shard *t = &in->shards[i];
+
+		if (t->cur != NULL && t->cur->n > 0) {
+			shard_push(t, t->cur);
+			t->cur = NULL;
+		}
+	}
+}
+
+/* Room for n more bytes at an 8-byte aligned end of b's arena; the offset. */
+static size_t
+arena_reserve(struct shard_batch *b, size_t n)
+{
+	size_t	off = (b->alen + 7) & ~(size_t)7;
+
+	b->arena = xgrow(b->arena, &b->acap, off + n, 1);
+	b->alen = off + n;
+	return off;
+}
+
+/*
+ * Queue one accepted event for one view to the thread owning its entity.
+ * Copies the key and the values (strings too) into the batch.
+ */
+static void
+shard_dispatch(struct ingest *in, size_t si, size_t view, const char *key,
+    size_t keylen, const struct ingest_event *ev, int32_t partition,
+    int64_t offset)
+{
+	int			 shard = store_shard_of(in->store, view, key,
+				    keylen);
+	struct ingest_shard	*t = &in->shards[shard % in->nthreads];
+	struct shard_batch	*b;
+	struct shard_item	*it;
+	struct agg_value	*vals;
+	size_t			 voff;
+
+	if (t->cur == NULL)
+		t->cur = shard_batch_get(t);
+	b = t->cur;
+	b->items = xgrow(b->items, &b->cap, b->n + 1, sizeof *b->items);
+	it = &b->items[b->n++];
+	it->view = (uint32_t)view;
+	it->source = (uint32_t)si;
+	it->shard = shard;
+	it->partition = partition;
+	it->offset = offset;
+	it->ts = ev->ts_ms;
+	it->keylen = keylen;
+	it->key = arena_reserve(b, keylen);
+	memcpy(b->arena + it->key, key, keylen);
+	voff = arena_reserve(b, ev->nvalues * sizeof *vals);
+	it->vals = voff;
+	memcpy(b->arena + voff, ev->values, ev->nvalues * sizeof *vals);
+	for (size_t i = 0; i < ev->nvalues; i++) {
+		const struct agg_value	*v = &ev->values[i];
+		size_t			 soff;
+
+		if (v->type != AGG_STRING)
+			continue;
+		soff = arena_reserve(b, v->u.s.len);
+		memcpy(b->arena + soff, v->u.s.ptr, v->u.s.len);
+		/* The arena may move: an offset until the shard fixes it. */
+		vals = (struct agg_value *)(void *)(b->arena + voff);
+		vals[i].u.s.ptr = (const char *)(uintptr_t)soff;
+	}
+	if (b->n >= INGEST_SHARD_BATCH) {
+		shard_push(t, b);
+		t->cur = NULL;
+	}
+}
+
 /* Result of handling one message. */
 enum ingest_result { R_OK, R_BAD, R_LATE, R_HELD, R_RETRY };
 
+/*
+ * THE place where an event is accepted: it is final here, in offset order
+ * per partition, and goes to the shard threads, whose apply cannot refuse
+ * it (the checks were made by the caller).  Whether it turns out late is
+ * counted by the shard.
+ */
+static void
+ingest_accept(struct ingest *in, size_t si, const struct ingest_event *ev,
+    int32_t partition, int64_t offset)
+{
+	struct ingest_source	*s = &in->sources[si];
+	size_t			 klen;
+
+	for (size_t i = 0; i < s->nviews; i++) {
+		/* Cannot fail: ingest_decide() rendered every key. */
+		view_key(in, &s->views[i], ev->values, &klen);
+		shard_dispatch(in, si, s->views[i].view, in->keybuf, klen, ev,
+		    partition, offset);
+	}
+}
+
+/*
+ * Decode one message and decide: R_BAD (dead-letter it, reason filled),
+ * R_HELD (a future event, *ts_out is its time), R_RETRY (registry down),
+ * or R_OK: accepted and dispatched.
+ */
 static enum ingest_result
-ingest_apply(struct ingest *in, size_t si, const void *payload, size_t len,
+ingest_decide(struct ingest *in, size_t si, const void *payload, size_t len,
     int32_t partition, int64_t offset, int64_t now, int allow_hold,
     int64_t *ts_out, char *reason, size_t reasonlen)
 {
 	struct ingest_source	*s = &in->sources[si];
 	struct ingest_event	 ev;
 	enum ingest_reason	 code;
-	int			 rc, applied = 0, late = 0, failed = 0;
+	int			 rc;
 	size_t			 klen;
 
 	rc = ingest_decode(s->dec, payload, len, &ev, &code, reason, reasonlen);
@@ -315,6 +536,11 @@ ingest_apply(struct ingest *in, size_t si, const void *payload, size_t len,
 	if (rc != INGEST_OK)
 		return R_BAD;
 	*ts_out = ev.ts_ms;
+	if (ev.ts_ms < -AGG_MAX_TS || ev.ts_ms > AGG_MAX_TS) {
+		snprintf(reason, reasonlen, "bad_timestamp: %lld ms is out of "
+		    "range", (long long)ev.ts_ms);
+		return R_BAD;
+	}
 	if (ev.ts_ms > now + s->max_future_ms) {
 		if (ev.ts_ms > now + INGEST_FUTURE_DLQ_MS) {
 			snprintf(reason, reasonlen, "future_timestamp: %lld is "
@@ -342,55 +568,161 @@ ingest_apply(struct ingest *in, size_t si, const void *payload, size_t len,
 			return R_BAD;
 		}
 	}
-	for (size_t i = 0; i < s->nviews; i++) {
-		size_t	view = s->views[i].view;
-		int	shard;
-
-		/* keybuf still holds the last view's key from the check. */
-		if (s->nviews > 1)
-			view_key(in, &s->views[i], ev.values, &klen);
-		shard = store_shard_of(in->store, view, in->keybuf, klen);
-		rc = store_apply(in->store, shard, view, in->keybuf, klen,
-		    ev.ts_ms, partition, offset, ev.values, reason, reasonlen);
-		if (rc == AGG_ADD_OK)
-			applied = 1;
-		else if (rc == AGG_ADD_TOO_OLD)
-			late = 1;
-		else {
-			failed = 1;
-			log_warn("ingest", "view %s: %s",
-			    in->repo->views[view].name, reason);
-		}
-	}
-	if (applied) {
-		metric_observe(in->m_fresh, (double)(now - ev.ts_ms) / 1000.0);
-		return R_OK;
-	}
-	/* No view took it (a timestamp out of range): bad input, not ok. */
-	if (failed && !late)
-		return R_BAD;
-	return late ? R_LATE : R_OK;
+	ingest_accept(in, si, &ev, partition, offset);
+	return R_OK;
 }
 
+/* Consumer-side counts: ok and late are counted by the shard threads. */
 static void
 count_result(struct ingest_source *s, enum ingest_result r)
 {
 	switch (r) {
-	case R_OK:
-		metric_inc(s->m_ok);
-		break;
 	case R_BAD:
 		metric_inc(s->m_bad);
-		break;
-	case R_LATE:
-		metric_inc(s->m_late);
 		break;
 	case R_HELD:
 		metric_inc(s->m_future);
 		break;
+	case R_OK:
+	case R_LATE:
 	case R_RETRY:
 		break;
 	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Shard threads: their side. */
+
+static void
+shard_add_counts(struct ingest_shard *t)
+{
+	struct ingest	*in = t->in;
+
+	for (size_t i = 0; i < in->nsources; i++) {
+		if (t->nok[i] > 0)
+			metric_add(in->sources[i].m_ok, (double)t->nok[i]);
+		if (t->nlate[i] > 0)
+			metric_add(in->sources[i].m_late, (double)t->nlate[i]);
+		if (t->nbad[i] > 0)
+			metric_add(in->sources[i].m_bad, (double)t->nbad[i]);
+		t->nok[i] = t->nlate[i] = t->nbad[i] = 0;
+	}
+}
+
+static void
+shard_apply_batch(struct ingest_shard *t, struct shard_batch *b)
+{
+	struct ingest	*in = t->in;
+	int64_t		 now = util_now_ms();
+	char		 err[256];
+
+	for (size_t i = 0; i < b->n; i++) {
+		struct shard_item	*it = &b->items[i];
+		struct agg_value	*vals = (struct agg_value *)(void *)
+					    (b->arena + it->vals);
+		size_t			 nf = in->sources[it->source].src->nfields;
+		int			 rc;
+
+		for (size_t f = 0; f < nf; f++)
+			if (vals[f].type == AGG_STRING)
+				vals[f].u.s.ptr = (const char *)b->arena +
+				    (uintptr_t)vals[f].u.s.ptr;
+		rc = store_apply(in->store, it->shard, it->view,
+		    (const char *)b->arena + it->key, it->keylen, it->ts,
+		    it->partition, it->offset, vals, err, sizeof err);
+		if (rc == AGG_ADD_OK) {
+			t->nok[it->source]++;
+			metric_observe(in->m_fresh,
+			    (double)(now - it->ts) / 1000.0);
+		} else if (rc == AGG_ADD_TOO_OLD)
+			t->nlate[it->source]++;
+		else {
+			/* Checked before acceptance: only a full tile gets here. */
+			t->nbad[it->source]++;
+			log_warn("ingest", "view %s: %s",
+			    in->repo->views[it->view].name, err);
+		}
+	}
+	shard_add_counts(t);
+}
+
+/* Encode the dirty entities of our shards into the barrier's checkpoint. */
+static void
+shard_barrier(struct ingest_shard *t, struct store_ckpt *c)
+{
+	struct ingest	*in = t->in;
+
+	for (int s = t->idx; s < store_nshards(in->store); s += in->nthreads)
+		store_ckpt_collect(in->store, s, c);
+	if (atomic_fetch_sub(&in->barrier_left, 1) != 1)
+		return;
+	/* The last one through: the cut is complete. */
+	pthread_mutex_lock(&in->wlock);
+	in->inflight = 0;
+	if (store_ckpt_empty(c)) {
+		store_ckpt_free(c);
+		pthread_cond_broadcast(&in->wdone);
+	} else {
+		in->pending = c;
+		pthread_cond_signal(&in->wcond);
+	}
+	pthread_mutex_unlock(&in->wlock);
+}
+
+static void *
+shard_main(void *arg)
+{
+	struct ingest_shard	*t = arg;
+	struct ingest		*in = t->in;
+	struct shard_batch	*b;
+	int			 stop = 0;
+
+	while (!stop) {
+		int64_t now;
+
+		pthread_mutex_lock(&t->lock);
+		while (t->head == NULL) {
+			struct timespec	ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			if (pthread_cond_timedwait(&t->work, &t->lock,
+			    &ts) != 0)
+				break;
+		}
+		if ((b = t->head) != NULL) {
+			if ((t->head = b->next) == NULL)
+				t->tail = NULL;
+			t->queued--;
+			pthread_cond_signal(&t->space);
+		}
+		pthread_mutex_unlock(&t->lock);
+		if (b != NULL) {
+			switch (b->kind) {
+			case SB_EVENTS:
+				shard_apply_batch(t, b);
+				break;
+			case SB_BARRIER:
+				shard_barrier(t, b->ckpt);
+				break;
+			case SB_STOP:
+				stop = 1;
+				break;
+			}
+			pthread_mutex_lock(&t->lock);
+			b->next = t->spare;
+			t->spare = b;
+			pthread_mutex_unlock(&t->lock);
+		}
+		now = util_now_ms();
+		if (now - t->last_evict_ms >= INGEST_EVICT_MS) {
+			for (int s = t->idx; s < store_nshards(in->store);
+			    s += in->nthreads)
+				store_evict(in->store, s, now);
+			t->last_evict_ms = now;
+		}
+	}
+	return NULL;
 }
 
 static void
@@ -436,14 +768,14 @@ release_held(struct ingest *in, int64_t now)
 			in->held[j++] = *h;
 			continue;
 		}
-		r = ingest_apply(in, h->source, h->h.payload, h->h.len,
+		r = ingest_decide(in, h->source, h->h.payload, h->h.len,
 		    h->h.partition, h->h.offset, now, 0, &ts, reason,
 		    sizeof reason);
 		if (r == R_RETRY) {
 			in->held[j++] = *h;
 			continue;
 		}
-		count_result(&in->sources[h->source], r == R_HELD ? R_OK : r);
+		count_result(&in->sources[h->source], r);
 		if (r == R_BAD)
 			log_warn("ingest", "held message %s/%d@%lld: %s",
 			    h->h.topic, (int)h->h.partition,
@@ -485,16 +817,17 @@ handle_message(struct ingest *in, rd_kafka_message_t *msg, int64_t now)
 		p->next = msg->offset + 1;
 		return 0;
 	}
-	r = ingest_apply(in, si, msg->payload, msg->len, msg->partition,
+	r = ingest_decide(in, si, msg->payload, msg->len, msg->partition,
 	    msg->offset, now, 1, &ts, reason, sizeof reason);
 	if (r == R_RETRY) {
 		log_warn("ingest", "%s [%d] offset %lld: %s; retrying", topic,
 		    (int)msg->partition, (long long)msg->offset, reason);
 		return -1;
 	}
-	if (r == R_BAD)
-		dead_letter(in, msg, in->sources[si].src->name, reason);
-	else if (r == R_HELD)	/* due when no longer beyond max_future */
+	if (r == R_BAD &&
+	    dead_letter(in, msg, in->sources[si].src->name, reason) != 0)
+		return -1;
+	if (r == R_HELD)	/* due when no longer beyond max_future */
 		hold_message(in, si, msg, ts - in->sources[si].max_future_ms);
 	count_result(&in->sources[si], r);
 	p->next = msg->offset + 1;
@@ -546,7 +879,7 @@ static void
 writer_wait_idle(struct ingest *in)
 {
 	pthread_mutex_lock(&in->wlock);
-	while (in->pending != NULL || in->wbusy)
+	while (in->pending != NULL || in->wbusy || in->inflight)
 		pthread_cond_wait(&in->wdone, &in->wlock);
 	pthread_mutex_unlock(&in->wlock);
 }
@@ -574,49 +907,62 @@ writer_busy(struct ingest *in)
 	int	busy;
 
 	pthread_mutex_lock(&in->wlock);
-	busy = in->pending != NULL || in->wbusy;
+	busy = in->pending != NULL || in->wbusy || in->inflight;
 	pthread_mutex_unlock(&in->wlock);
 	return busy;
 }
 
 /*
- * Collect a checkpoint at the current cut and hand it to the writer.
- * The dead-letter producer is flushed first: offsets of dead-lettered
- * messages must not be checkpointed before the records are in Kafka.
+ * Flush the dead-letter producer, bounded: every record of the cut must
+ * be in Kafka before a checkpoint covers its offset.  0, or -1 when the
+ * topic is not reachable (the checkpoint is postponed; after a restart
+ * the messages are read and dead-lettered again).
+ */
+static int
+dlq_flush(struct ingest *in)
+{
+	if (rd_kafka_outq_len(in->dlq) == 0)
+		return 0;
+	if (rd_kafka_flush(in->dlq, INGEST_DLQ_FLUSH_MS) ==
+	    RD_KAFKA_RESP_ERR_NO_ERROR)
+		return 0;
+	log_warn("ingest", "dead-letter topic not reachable; checkpoint "
+	    "postponed");
+	return -1;
+}
+
+/*
+ * Start a checkpoint at the current cut: the offsets and held messages
+ * of the consumer go into it now, and a barrier into every shard queue
+ * behind the events dispatched so far; the shards add their dirty
+ * entities as they pass it and the last one hands it to the writer.
  *
- * Without wait, a writer still busy with the previous checkpoint
- * postpones this one (returns 0) rather than stalling the consumer: the
- * dirty set only grows to the number of entities, so under load each
- * checkpoint covers more events and its cost per event falls.  With
- * wait, it waits for the previous one and for this one to commit.
- * Returns 1 when a checkpoint was handed over or nothing needed one.
+ * Without wait, a checkpoint still in the shards or the writer postpones
+ * this one (returns 0) rather than stalling the consumer: the dirty set
+ * only grows to the number of entities, so under load each checkpoint
+ * covers more events and its cost per event falls.  With wait, it waits
+ * for the previous one and for this one to commit.  Returns 1 when a
+ * checkpoint was started or none could be (dead-letter topic down).
  */
 static int
 ingest_checkpoint(struct ingest *in, int wait)
 {
 	struct store_ckpt	*c;
-	int			 progressed = 0;
 
 	if (!wait && writer_busy(in))
 		return 0;
-	if (rd_kafka_outq_len(in->dlq) > 0 &&
-	    rd_kafka_flush(in->dlq, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		log_warn("ingest", "dead-letter topic not reachable; "
-		    "checkpoint postponed");
+	if (dlq_flush(in) != 0)
 		return 1;
-	}
 	/* Wait for the previous checkpoint: they commit in order. */
 	writer_wait_idle(in);
+	shard_flush_all(in);
 	c = store_ckpt_new();
-	for (int s = 0; s < store_nshards(in->store); s++)
-		store_ckpt_collect(in->store, s, c);
 	for (size_t i = 0; i < in->nparts; i++) {
 		struct ingest_part *p = &in->parts[i];
 
 		if (p->next >= 0 && p->next != p->stored) {
 			store_ckpt_offset(c, p->topic, p->partition, p->next);
 			p->stored = p->next;
-			progressed = 1;
 		}
 	}
 	if (in->held_dirty) {
@@ -624,16 +970,18 @@ ingest_checkpoint(struct ingest *in, int wait)
 		for (size_t i = 0; i < in->nheld; i++)
 			store_ckpt_held(c, &in->held[i].h);
 		in->held_dirty = 0;
-		progressed = 1;
-	}
-	if (!progressed && store_ckpt_nentities(c) == 0) {
-		store_ckpt_free(c);
-		return 1;
 	}
 	pthread_mutex_lock(&in->wlock);
-	in->pending = c;
-	pthread_cond_signal(&in->wcond);
+	in->inflight = 1;
 	pthread_mutex_unlock(&in->wlock);
+	atomic_store(&in->barrier_left, in->nthreads);
+	for (int i = 0; i < in->nthreads; i++) {
+		struct shard_batch *b = shard_batch_get(&in->shards[i]);
+
+		b->kind = SB_BARRIER;
+		b->ckpt = c;
+		shard_push(&in->shards[i], b);
+	}
 	if (wait)
 		writer_wait_idle(in);
 	commit_group_offsets(in);
@@ -836,11 +1184,7 @@ consumer_main(void *arg)
 			if (ingest_checkpoint(in, 0))
 				in->last_ckpt_ms = now;
 		}
-		if (now - in->last_evict_ms >= INGEST_EVICT_MS) {
-			for (int s = 0; s < store_nshards(in->store); s++)
-				store_evict(in->store, s, now);
-			in->last_evict_ms = now;
-		}
+		shard_flush_all(in);
 		rd_kafka_poll(in->dlq, 0);
 	}
 	ingest_checkpoint(in, 1);
@@ -1017,6 +1361,10 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 		in->opt.checkpoint_ms = 1000;
 	if (in->opt.ready_lag_ms <= 0)
 		in->opt.ready_lag_ms = 10000;
+	in->nthreads = in->opt.shard_threads > 0 ? in->opt.shard_threads :
+	    INGEST_SHARD_THREADS;
+	if (in->nthreads > store_nshards(store))
+		in->nthreads = store_nshards(store);
 	pthread_mutex_init(&in->part_lock, NULL);
 	pthread_mutex_init(&in->wlock, NULL);
 	pthread_cond_init(&in->wcond, NULL);
@@ -1049,6 +1397,19 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 	}
 	if (setup_sources(in, err, errlen) != 0)
 		goto fail;
+	in->shards = xcalloc((size_t)in->nthreads, sizeof *in->shards);
+	for (int i = 0; i < in->nthreads; i++) {
+		struct ingest_shard *t = &in->shards[i];
+
+		t->in = in;
+		t->idx = i;
+		pthread_mutex_init(&t->lock, NULL);
+		pthread_cond_init(&t->work, NULL);
+		pthread_cond_init(&t->space, NULL);
+		t->nok = xcalloc(in->nsources + 1, sizeof *t->nok);
+		t->nlate = xcalloc(in->nsources + 1, sizeof *t->nlate);
+		t->nbad = xcalloc(in->nsources + 1, sizeof *t->nbad);
+	}
 
 	/* The consumer. */
 	if ((kc = kafka_conf(cfg, err, errlen)) == NULL)
@@ -1140,25 +1501,65 @@ fail:
 	return NULL;
 }
 
+/* Stop the shard threads that were started; their queues are drained first. */
+static void
+shards_stop(struct ingest *in)
+{
+	for (int i = 0; i < in->nthreads; i++) {
+		struct ingest_shard *t = &in->shards[i];
+
+		if (!t->started)
+			continue;
+		if (t->cur != NULL && t->cur->n > 0) {
+			shard_push(t, t->cur);
+			t->cur = NULL;
+		}
+		struct shard_batch *b = shard_batch_get(t);
+		b->kind = SB_STOP;
+		shard_push(t, b);
+		pthread_join(t->thread, NULL);
+		t->started = 0;
+	}
+}
+
+static void
+writer_stop(struct ingest *in)
+{
+	pthread_mutex_lock(&in->wlock);
+	in->wstop = 1;
+	pthread_cond_signal(&in->wcond);
+	pthread_mutex_unlock(&in->wlock);
+	pthread_join(in->writer, NULL);
+}
+
 int
 ingest_start(struct ingest *in, char *err, size_t errlen)
 {
-	in->last_ckpt_ms = in->last_evict_ms = util_now_ms();
+	in->last_ckpt_ms = util_now_ms();
 	if (pthread_create(&in->writer, NULL, writer_main, in) != 0) {
 		snprintf(err, errlen, "cannot start the checkpoint writer");
 		return -1;
 	}
+	for (int i = 0; i < in->nthreads; i++) {
+		struct ingest_shard *t = &in->shards[i];
+
+		t->last_evict_ms = in->last_ckpt_ms;
+		if (pthread_create(&t->thread, NULL, shard_main, t) != 0) {
+			snprintf(err, errlen, "cannot start a shard thread");
+			goto fail;
+		}
+		t->started = 1;
+	}
 	if (pthread_create(&in->thread, NULL, consumer_main, in) != 0) {
 		snprintf(err, errlen, "cannot start the consumer thread");
-		pthread_mutex_lock(&in->wlock);
-		in->wstop = 1;
-		pthread_cond_signal(&in->wcond);
-		pthread_mutex_unlock(&in->wlock);
-		pthread_join(in->writer, NULL);
-		return -1;
+		goto fail;
 	}
 	in->started = 1;
 	return 0;
+fail:
+	shards_stop(in);
+	writer_stop(in);
+	return -1;
 }
 
 void
@@ -1171,12 +1572,9 @@ ingest_stop(struct ingest *in)
 	/* Leaving the group revokes; the callback checkpoints again (no-op). */
 	rd_kafka_consumer_close(in->rk);
 	writer_wait_idle(in);
-	pthread_mutex_lock(&in->wlock);
-	in->wstop = 1;
-	pthread_cond_signal(&in->wcond);
-	pthread_mutex_unlock(&in->wlock);
-	pthread_join(in->writer, NULL);
-	rd_kafka_flush(in->dlq, 5000);
+	shards_stop(in);
+	writer_stop(in);
+	rd_kafka_flush(in->dlq, INGEST_DLQ_FLUSH_MS);
 	in->started = 0;
 }
 
@@ -1212,6 +1610,28 @@ ingest_free(struct ingest *in)
 		free(in->held[i].h.payload);
 	}
 	free(in->held);
+	for (int i = 0; in->shards != NULL && i < in->nthreads; i++) {
+		struct ingest_shard	*t = &in->shards[i];
+		struct shard_batch	*b, *next;
+
+		if (t->cur != NULL)
+			shard_batch_free(t->cur);
+		for (b = t->head; b != NULL; b = next) {
+			next = b->next;
+			shard_batch_free(b);
+		}
+		for (b = t->spare; b != NULL; b = next) {
+			next = b->next;
+			shard_batch_free(b);
+		}
+		free(t->nok);
+		free(t->nlate);
+		free(t->nbad);
+		pthread_mutex_destroy(&t->lock);
+		pthread_cond_destroy(&t->work);
+		pthread_cond_destroy(&t->space);
+	}
+	free(in->shards);
 	pthread_mutex_destroy(&in->part_lock);
 	pthread_mutex_destroy(&in->wlock);
 	pthread_cond_destroy(&in->wcond);

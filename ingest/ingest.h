@@ -20,6 +20,8 @@ struct ingest;
 struct ingest_options {
 	int64_t		 checkpoint_ms;	/* 0: 1000 */
 	int64_t		 ready_lag_ms;	/* caught up within this: 0: 10000 */
+	int		 shard_threads;	/* threads applying events: 0: 2
+					   (at most the store's shards) */
 };
 
 /*
