@@ -28,6 +28,7 @@ static const struct cmd_entry *cmd_table[] = {
 	&cmd_verify_entry,
 	&cmd_dag_entry,
 	&cmd_models_entry,
+	&cmd_step_entry,
 };
 #define CMD_NTABLE	(sizeof cmd_table / sizeof cmd_table[0])
 
@@ -57,9 +58,12 @@ cmd_print_help(FILE *f)
 	fprintf(f, "usage: mlopsd " CMD_GLOBAL_USAGE "\n\n"
 	    "mlopsd %s: streaming feature store and MLOps pipeline daemon.\n\n"
 	    "commands:\n", PACKAGE_VERSION);
-	for (i = 0; i < CMD_NTABLE; i++)
+	for (i = 0; i < CMD_NTABLE; i++) {
+		if (cmd_table[i]->summary == NULL)	/* hidden */
+			continue;
 		fprintf(f, "  mlopsd %s\n      %s\n", cmd_table[i]->usage,
 		    cmd_table[i]->summary);
+	}
 	fprintf(f, "\noptions:\n"
 	    "  -v, --verbose  more log output (repeat for more)\n"
 	    "  -h, --help     this text; `mlopsd COMMAND --help` for a command\n"
@@ -119,7 +123,8 @@ cmd_wants_help(const struct cmd_entry *self, int argc, char **argv)
 	}
 	if (i == argc)
 		return 0;
-	printf("usage: mlopsd %s\n\n%s\n", self->usage, self->summary);
+	printf("usage: mlopsd %s\n\n%s\n", self->usage,
+	    self->summary != NULL ? self->summary : "(internal command)");
 	if (self->help != NULL)
 		printf("\noptions:\n%s", self->help);
 	return 1;

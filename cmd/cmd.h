@@ -15,7 +15,7 @@
 struct cmd_entry {
 	const char	*name;		/* "serve", "repo validate" is "repo" */
 	const char	*usage;		/* "serve -c FILE [--check]" */
-	const char	*summary;	/* one line for mlopsd --help */
+	const char	*summary;	/* one line for mlopsd --help; NULL: hidden */
 	int		(*exec)(const struct cmd_entry *self, int argc, char **argv);
 	const char	*help;		/* option lines for NAME --help, or NULL */
 };
@@ -53,5 +53,6 @@ extern const struct cmd_entry cmd_training_set_entry;
 extern const struct cmd_entry cmd_verify_entry;
 extern const struct cmd_entry cmd_dag_entry;
 extern const struct cmd_entry cmd_models_entry;
+extern const struct cmd_entry cmd_step_entry;
 
 #endif

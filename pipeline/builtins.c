@@ -1,0 +1,143 @@
+/*
+ * builtins: the one table of builtin pipeline steps (SPEC §6).  Each entry
+ * names the with: keys the step takes (the DAG validator checks them, with
+ * a did-you-mean) and the function that runs it in the step's child
+ * process.  The machine-learning steps live in builtin-ml*.c and take the
+ * context and the outputs file; a thin adapter here gives them the
+ * dag_step_env.  Adding a builtin means adding an entry here.
+ */
+#include "pipeline/builtins.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/xmalloc.h"
+#include "pipeline/builtin-ml-internal.h"
+
+static int
+dag_builtin_not_implemented(const struct dag_step_env *env)
+{
+	json_t	*step = json_object_get(env->ctx, "step");
+
+	fprintf(stderr, "step %s: builtin not implemented yet\n",
+	    json_is_string(step) ? json_string_value(step) : "?");
+	return 1;
+}
+
+static int
+dag_builtin_xgboost_train(const struct dag_step_env *env)
+{
+	return ml_step_xgboost_train(env->ctx, env->outputs);
+}
+
+static int
+dag_builtin_evaluate(const struct dag_step_env *env)
+{
+	return ml_step_evaluate(env->ctx, env->outputs);
+}
+
+static int
+dag_builtin_validate(const struct dag_step_env *env)
+{
+	return ml_step_validate(env->ctx, env->outputs);
+}
+
+static int
+dag_builtin_register(const struct dag_step_env *env)
+{
+	return ml_step_register(env->ctx, env->outputs);
+}
+
+static int
+dag_builtin_deploy(const struct dag_step_env *env)
+{
+	return ml_step_deploy(env->ctx, env->outputs);
+}
+
+static int
+dag_builtin_rollback(const struct dag_step_env *env)
+{
+	return ml_step_rollback(env->ctx, env->outputs);
+}
+
+static const char *const dag_training_set_required[] = { "spine", "features",
+	NULL };
+static const char *const dag_training_set_optional[] = { "output", NULL };
+static const char *const dag_none[] = { NULL };
+static const char *const dag_validate_optional[] = { "metric", "min", "max",
+	"beat", "tolerance", "model", NULL };
+static const char *const dag_register_optional[] = { "model", "alias",
+	"artifact", "tags", NULL };
+static const char *const dag_deploy_optional[] = { "model", "strategy",
+	"percent", "promote_after", "rollback_if", "version", "alias", NULL };
+static const char *const dag_rollback_optional[] = { "model", NULL };
+static const char *const dag_evaluate_optional[] = { "model", "data",
+	"valid_fraction", "label", "metrics", NULL };
+
+/*
+ * xgboost-train passes unknown with: keys to XGBoost as parameters, so it
+ * accepts any key (optional = NULL).
+ */
+const struct dag_builtin dag_builtins[] = {
+	{ "training-set", dag_training_set_required, dag_training_set_optional,
+	    dag_builtin_not_implemented },
+	{ "xgboost-train", dag_none, NULL, dag_builtin_xgboost_train },
+	{ "evaluate", dag_none, dag_evaluate_optional, dag_builtin_evaluate },
+	{ "validate", dag_none, dag_validate_optional, dag_builtin_validate },
+	{ "register", dag_none, dag_register_optional, dag_builtin_register },
+	{ "deploy", dag_none, dag_deploy_optional, dag_builtin_deploy },
+	{ "rollback", dag_none, dag_rollback_optional, dag_builtin_rollback },
+	{ NULL, NULL, NULL, NULL }
+};
+
+const struct dag_builtin *
+dag_builtin_find(const char *name)
+{
+	const struct dag_builtin	*b;
+
+	for (b = dag_builtins; b->name != NULL; b++)
+		if (strcmp(b->name, name) == 0)
+			return b;
+	return NULL;
+}
+
+static int
+dag_builtin_in(const char *const *list, const char *key)
+{
+	for (; list != NULL && *list != NULL; list++)
+		if (strcmp(*list, key) == 0)
+			return 1;
+	return 0;
+}
+
+int
+dag_builtin_allows(const struct dag_builtin *b, const char *key)
+{
+	if (b->optional == NULL)
+		return 1;
+	return dag_builtin_in(b->required, key) ||
+	    dag_builtin_in(b->optional, key);
+}
+
+int
+dag_output(const struct dag_step_env *env, const char *key, const char *fmt,
+    ...)
+{
+	va_list	 ap;
+	char	*v, *p;
+	int	 rc;
+
+	va_start(ap, fmt);
+	xvasprintf(&v, fmt, ap);
+	va_end(ap);
+	for (p = v; *p != '\0'; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	rc = fprintf(env->outputs, "%s=%s\n", key, v) < 0 ||
+	    fflush(env->outputs) != 0 ? -1 : 0;
+	fprintf(stderr, "output %s=%s\n", key, v);
+	free(v);
+	return rc;
+}
