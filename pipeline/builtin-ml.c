@@ -364,11 +364,14 @@ ml_feature_columns(json_t *ctx, const struct ml_csv *t, int label, int *cols,
 				json_decref(list);
 				return -1;
 			}
-			if ((size_t)n >= t->ncols) {
-				snprintf(err, errlen, "with.features: \"%s\" "
-				    "is listed twice", json_string_value(e));
-				json_decref(list);
-				return -1;
+			for (j = 0; j < (size_t)n; j++) {
+				if (cols[j] == c) {
+					snprintf(err, errlen, "with.features: "
+					    "\"%s\" is listed twice",
+					    json_string_value(e));
+					json_decref(list);
+					return -1;
+				}
 			}
 			cols[n++] = c;
 		}
@@ -732,8 +735,8 @@ ml_step_evaluate(json_t *ctx, FILE *outputs)
 {
 	char			 err[ML_ERRLEN] = "";
 	char			*model = NULL, *data = NULL;
-	const char		*m, *label, **names = NULL, *cfgs;
-	const char		**fnames;
+	const char		*m, *label, *cfgs, **fnames;
+	char			**names = NULL;
 	struct ml_csv		*t = NULL;
 	json_t			*only, *e, *cfg = NULL;
 	BoosterHandle		 b = NULL;
@@ -788,16 +791,16 @@ ml_step_evaluate(json_t *ctx, FILE *outputs)
 
 	if (XGBoosterCreate(NULL, 0, &b) != 0 ||
 	    XGBoosterLoadModel(b, model) != 0 ||
-	    XGBoosterGetStrFeatureInfo(b, "feature_name", &nf,
-	    &fnames) != 0 ||
 	    XGBoosterSaveJsonConfig(b, &cfglen, &cfgs) != 0)
+		goto xgb_fail;
+	cfg = json_loadb(cfgs, cfglen, 0, NULL);
+	if (XGBoosterGetStrFeatureInfo(b, "feature_name", &nf, &fnames) != 0)
 		goto xgb_fail;
 	if (nf == 0) {
 		snprintf(err, sizeof err, "%s has no feature names; train it "
 		    "with xgboost-train", model);
 		goto fail;
 	}
-	cfg = json_loadb(cfgs, cfglen, 0, NULL);
 	m = json_string_value(json_object_get(json_object_get(json_object_get(
 	    cfg, "learner"), "objective"), "name"));
 	if (m == NULL || (binary = ml_task(m)) == -1) {
@@ -812,10 +815,12 @@ ml_step_evaluate(json_t *ctx, FILE *outputs)
 		    label);
 		goto fail;
 	}
+	/* XGBoost's strings live until its next call: keep copies. */
 	names = xcalloc(nf, sizeof *names);
+	for (i = 0; i < nf; i++)
+		names[i] = xstrdup(fnames[i]);
 	cols = xcalloc(nf, sizeof *cols);
 	for (i = 0; i < nf; i++) {
-		names[i] = fnames[i];
 		if ((cols[i] = ml_csv_col(t, fnames[i])) == -1) {
 			snprintf(err, sizeof err, "%s: no column \"%s\", a "
 			    "feature of the model", data, fnames[i]);
@@ -862,7 +867,8 @@ ml_step_evaluate(json_t *ctx, FILE *outputs)
 	    sizeof err) == -1)
 		goto fail;
 	x = ml_matrix(t, cols, nf, order + ntrain, n);
-	if (ml_predict(b, x, n, nf, names, p, err, sizeof err) == -1)
+	if (ml_predict(b, x, n, nf, (const char *const *)names, p, err,
+	    sizeof err) == -1)
 		goto fail;
 	log_info("evaluate", "%s on %zu held-out rows of %s", model, n, data);
 
@@ -901,6 +907,8 @@ done:
 	ml_csv_free(t);
 	free(model);
 	free(data);
+	for (i = 0; names != NULL && i < nf; i++)
+		free(names[i]);
 	free(names);
 	free(cols);
 	free(order);

@@ -501,6 +501,9 @@ test_train_errors(void **state)
 		    "\"features\": [\"f1\", \"f9\"]}",
 		    "with.features: no column \"f9\" in the data" },
 		{ "{\"label\": \"label\", \"data\": \"data.csv\", "
+		    "\"features\": \"f1,f2,f1\"}",
+		    "with.features: \"f1\" is listed twice" },
+		{ "{\"label\": \"label\", \"data\": \"data.csv\", "
 		    "\"rounds\": 0}", "with.rounds must be a whole number from 1 "
 		    "to 100000" },
 		{ "{\"label\": \"label\", \"data\": \"data.csv\", "
