@@ -66,7 +66,14 @@ static const char *const dag_training_set_required[] = { "spine", "features",
 	NULL };
 static const char *const dag_training_set_optional[] = { "output", NULL };
 static const char *const dag_none[] = { NULL };
-static const char *const dag_validate_optional[] = { "metric", "min", "max",
+static const char *const dag_train_required[] = { "label", NULL };
+static const char *const dag_train_optional[] = { "data", "features",
+	"rounds", "valid_fraction", "early_stopping_rounds", "params",
+	"objective", "max_depth", "eta", "eval_metric", "seed", "nthread",
+	"subsample", "colsample_bytree", "min_child_weight", "lambda",
+	"alpha", "gamma", "tree_method", "scale_pos_weight", NULL };
+static const char *const dag_validate_required[] = { "metric", NULL };
+static const char *const dag_validate_optional[] = { "min", "max",
 	"beat", "tolerance", "model", NULL };
 static const char *const dag_register_optional[] = { "model", "alias",
 	"artifact", "tags", NULL };
@@ -77,15 +84,17 @@ static const char *const dag_evaluate_optional[] = { "model", "data",
 	"valid_fraction", "label", "metrics", NULL };
 
 /*
- * xgboost-train passes unknown with: keys to XGBoost as parameters, so it
- * accepts any key (optional = NULL).
+ * xgboost-train takes the common XGBoost parameters as with: keys and any
+ * other under with.params, so a misspelt key is caught at validate time.
  */
 const struct dag_builtin dag_builtins[] = {
 	{ "training-set", dag_training_set_required, dag_training_set_optional,
 	    dag_builtin_not_implemented },
-	{ "xgboost-train", dag_none, NULL, dag_builtin_xgboost_train },
+	{ "xgboost-train", dag_train_required, dag_train_optional,
+	    dag_builtin_xgboost_train },
 	{ "evaluate", dag_none, dag_evaluate_optional, dag_builtin_evaluate },
-	{ "validate", dag_none, dag_validate_optional, dag_builtin_validate },
+	{ "validate", dag_validate_required, dag_validate_optional,
+	    dag_builtin_validate },
 	{ "register", dag_none, dag_register_optional, dag_builtin_register },
 	{ "deploy", dag_none, dag_deploy_optional, dag_builtin_deploy },
 	{ "rollback", dag_none, dag_rollback_optional, dag_builtin_rollback },
