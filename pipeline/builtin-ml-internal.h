@@ -104,10 +104,11 @@ int		 ml_step_rollback(json_t *ctx, FILE *outputs);
  * NULL when absent or null).  ml_with_string() gives a string (*out NULL
  * when absent) and ml_with_number() a number or numeric string (def when
  * absent); both return -1 with "with.KEY must be ..." in err on another
- * type.  ml_upstream() is the output KEY of an upstream step: of the
- * last one in the context's "needs" order (the engine lists upstream
- * steps in topological order, so that is the nearest) that has it;
- * *step (may be NULL) gets that step's id.  ml_output() appends
+ * type.  ml_upstream() is the output KEY of the nearest upstream step
+ * that has it: the latest stage (training-set, xgboost-train, evaluate,
+ * validate, register, deploy, by the step's `builtin` output; other steps
+ * come first), then the last in the context's "needs" order; *step (may
+ * be NULL) gets that step's id.  ml_output() appends
  * "key=value" to outputs and echoes it to the log.
  */
 json_t		*ml_with(json_t *ctx, const char *key);

@@ -118,6 +118,7 @@ ml_step_validate(json_t *ctx, FILE *outputs)
 	    ml_with_number(ctx, "tolerance", 0, &tol, err, sizeof err) == -1 ||
 	    ml_with_string(ctx, "beat", &beat, err, sizeof err) == -1)
 		goto fail;
+	ml_output(outputs, "builtin", "validate");
 	ml_output(outputs, "metric", "%s", metric);
 	ml_output(outputs, "value", "%.6g", v);
 	if (v < lo) {
@@ -283,6 +284,7 @@ ml_step_register(json_t *ctx, FILE *outputs)
 	if (registry_version_create(r, &s, &version, err, sizeof err) == -1)
 		goto fail;
 	log_info("register", "%s version %d from %s", s.model, version, path);
+	ml_output(outputs, "builtin", "register");
 	ml_output(outputs, "registered_model", "%s", s.model);
 	ml_output(outputs, "version", "%d", version);
 	if (alias != NULL) {
@@ -393,6 +395,7 @@ ml_step_deploy(json_t *ctx, FILE *outputs)
 		goto fail;
 	log_info("deploy", "%s@%s: version %d (was %s%.0d)", model, alias,
 	    (int)version, prev ? "" : "unset", prev);
+	ml_output(outputs, "builtin", "deploy");
 	ml_output(outputs, "registered_model", "%s", model);
 	ml_output(outputs, "version", "%d", (int)version);
 	ml_output(outputs, "alias", "%s", alias);
@@ -428,6 +431,7 @@ ml_step_rollback(json_t *ctx, FILE *outputs)
 		goto fail;
 	log_info("rollback", "%s@champion: version %d (was %d)", model,
 	    version, from);
+	ml_output(outputs, "builtin", "rollback");
 	ml_output(outputs, "registered_model", "%s", model);
 	ml_output(outputs, "version", "%d", version);
 	ml_output(outputs, "previous", "%d", from);

@@ -89,15 +89,40 @@ ml_with_number(json_t *ctx, const char *key, double def, double *out,
 	return -1;
 }
 
+/*
+ * Stages of a model's way through a DAG.  Each ML builtin writes its name
+ * as the output `builtin`, so "nearest upstream" does not depend on the
+ * order the engine lists the needs in: evaluate's auc wins over
+ * xgboost-train's, whatever the order.
+ */
+static const char *const ml_stages[] = { "training-set", "xgboost-train",
+    "evaluate", "validate", "register", "deploy", NULL };
+
+static int
+ml_stage(json_t *outputs)
+{
+	const char	*b = json_string_value(json_object_get(outputs,
+			    "builtin"));
+	int		 i;
+
+	for (i = 0; b != NULL && ml_stages[i] != NULL; i++)
+		if (strcmp(ml_stages[i], b) == 0)
+			return i + 1;
+	return 0;
+}
+
 const char *
 ml_upstream(json_t *ctx, const char *key, const char **step)
 {
 	const char	*id, *found = NULL;
-	json_t		*s, *v;
+	json_t		*s, *o, *v;
+	int		 stage, best = -1;
 
 	json_object_foreach(json_object_get(ctx, "needs"), id, s) {
-		v = json_object_get(json_object_get(s, "outputs"), key);
-		if (json_is_string(v)) {
+		o = json_object_get(s, "outputs");
+		v = json_object_get(o, key);
+		if (json_is_string(v) && (stage = ml_stage(o)) >= best) {
+			best = stage;
 			found = json_string_value(v);
 			if (step != NULL)
 				*step = id;
@@ -671,6 +696,7 @@ ml_step_xgboost_train(json_t *ctx, FILE *outputs)
 		snprintf(sha, sizeof sha, "%s", up_sha);
 	else if (sha256_file_hex(data, sha, NULL, err, sizeof err) == -1)
 		goto fail;
+	ml_output(outputs, "builtin", "xgboost-train");
 	ml_output(outputs, "model", "%s", model);
 	ml_output(outputs, "data", "%s", data);
 	ml_output(outputs, "data_sha256", "%s", sha);
@@ -891,6 +917,7 @@ ml_step_evaluate(json_t *ctx, FILE *outputs)
 			}
 		}
 	}
+	ml_output(outputs, "builtin", "evaluate");
 	ml_output(outputs, "rows", "%zu", n);
 	ml_report_metrics(outputs, binary, only, y, p, n);
 	ret = 0;

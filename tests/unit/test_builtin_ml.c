@@ -706,6 +706,35 @@ test_registry_flow(void **state)
 	json_decref(weak);
 }
 
+/* The nearest upstream output is by stage, not by the order of needs. */
+static void
+test_upstream_stage(void **state)
+{
+	char	 log[16384];
+	json_t	*out;
+
+	(void)state;
+	assert_int_equal(run_step(ml_step_validate, "{\"with\": {\"metric\": "
+	    "\"auc\", \"min\": 0.8}, \"needs\": {"
+	    "\"evaluate\": {\"outputs\": {\"builtin\": \"evaluate\", "
+	    "\"auc\": \"0.7\"}}, "
+	    "\"train\": {\"outputs\": {\"builtin\": \"xgboost-train\", "
+	    "\"auc\": \"0.9\"}}, "
+	    "\"script\": {\"outputs\": {\"auc\": \"0.95\"}}}}", &out, log,
+	    sizeof log), 1);
+	assert_non_null(strstr(log, "FAILED: auc 0.7 (step evaluate) is below "
+	    "the minimum 0.8"));
+	json_decref(out);
+	/* without stages, the last in the needs order */
+	assert_int_equal(run_step(ml_step_validate, "{\"with\": {\"metric\": "
+	    "\"auc\", \"min\": 0.8}, \"needs\": {"
+	    "\"a\": {\"outputs\": {\"auc\": \"0.7\"}}, "
+	    "\"b\": {\"outputs\": {\"auc\": \"0.9\"}}}}", &out, log,
+	    sizeof log), 0);
+	assert_string_equal(out_get(out, "value"), "0.9");
+	json_decref(out);
+}
+
 static void
 test_registry_errors(void **state)
 {
@@ -771,6 +800,7 @@ main(void)
 		cmocka_unit_test(test_train_errors),
 		cmocka_unit_test(test_registry_flow),
 		cmocka_unit_test(test_registry_errors),
+		cmocka_unit_test(test_upstream_stage),
 	};
 
 	return cmocka_run_group_tests(tests, setup_workdir, teardown_workdir);

@@ -1,7 +1,7 @@
 #!/bin/sh
 # spine-at-now.sh IN OUT: copy the spine IN to OUT with its
 # event_timestamp column (epoch milliseconds) shifted so that the latest
-# row is now, and give OUT's absolute path as the step output `path`.
+# row is now, and give OUT's absolute path as the step output `spine`.
 #
 # The example spine was labelled at fixed times, but `mlopsd dev`'s
 # generator makes events as it runs, so the churn-retrain DAG replays the
@@ -24,5 +24,5 @@ awk -F, -v OFS=, -v now="$now" '
 		print; next }
 	{ $col = sprintf("%.0f", $col - max + now); print }
 ' "$in" "$in" > "$out"
-echo "path=$(pwd)/$out" >> "${MLOPSD_OUTPUTS:-/dev/null}"
+echo "spine=$(pwd)/$out" >> "${MLOPSD_OUTPUTS:-/dev/null}"
 echo "rows=$(($(wc -l < "$out") - 1))" >> "${MLOPSD_OUTPUTS:-/dev/null}"
