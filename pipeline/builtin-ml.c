@@ -492,6 +492,36 @@ fail:
 	return NULL;
 }
 
+/* The parameters as compact JSON, numbers as numbers (for the registry). */
+static char *
+ml_params_json(json_t *params)
+{
+	json_t		*typed = json_object(), *v;
+	const char	*key, *str;
+	char		*end, *out;
+	long long	 i;
+	double		 d;
+
+	json_object_foreach(params, key, v) {
+		str = json_string_value(v);
+		errno = 0;
+		i = strtoll(str, &end, 10);
+		if (end != str && *end == '\0' && errno == 0) {
+			json_object_set_new(typed, key, json_integer(i));
+			continue;
+		}
+		d = strtod(str, &end);
+		if (end != str && *end == '\0' && isfinite(d))
+			json_object_set_new(typed, key, json_real(d));
+		else
+			json_object_set(typed, key, v);
+	}
+	out = json_dumps(typed, JSON_COMPACT | JSON_SORT_KEYS |
+	    JSON_REAL_PRECISION(15));
+	json_decref(typed);
+	return out;
+}
+
 /* Labels of rows; the binary task takes only 0 and 1. */
 static int
 ml_labels(const struct ml_csv *t, int label, int binary, const size_t *rows,
@@ -715,7 +745,7 @@ ml_step_xgboost_train(json_t *ctx, FILE *outputs)
 	ml_output(outputs, "train_rows", "%zu", ntrain);
 	ml_output(outputs, "valid_rows", "%zu", nvalid);
 	ml_output(outputs, "valid_fraction", "%g", frac);
-	s = json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS);
+	s = ml_params_json(params);
 	ml_output(outputs, "params", "%s", s);
 	free(s);
 	if (nvalid > 0) {

@@ -387,7 +387,10 @@ test_train_evaluate(void **state)
 	assert_true(atof(out_get(out, "logloss")) < 0.4);
 	assert_null(json_object_get(out, "rmse"));
 	assert_non_null(strstr(out_get(out, "params"),
-	    "\"min_child_weight\":\"2\""));
+	    "\"min_child_weight\":2"));
+	assert_non_null(strstr(out_get(out, "params"), "\"eta\":0.3"));
+	assert_non_null(strstr(out_get(out, "params"),
+	    "\"objective\":\"binary:logistic\""));
 	assert_true(atoi(out_get(out, "best_iteration")) < 60);
 
 	/* Deterministic: the same inputs give the same model, byte for byte. */
