@@ -198,7 +198,7 @@ def example_repo_features_grow():
     with Dev("--http", "127.0.0.1:0") as d:
         # A few curl commands for the example repo follow the two lines.
         assert d.line() == "try:"
-        tips = [d.line() for _ in range(4)]
+        tips = [d.line() for _ in range(5)]
         assert tips[0] == "  curl http://%s/v1/features/user_clicks/1" \
             % d.addr, tips
         assert tips[1] == "  curl http://%s/v1/features/merchant_orders/1" \
@@ -209,6 +209,7 @@ def example_repo_features_grow():
             "features": ["user_clicks:clicks_1h"],
             "entities": {"user_id": [1, 2, 3]}}, tips
         assert tips[3] == "  curl http://%s/metrics" % d.addr, tips
+        assert tips[4] == "  mlopsd models list --url http://%s" % d.addr
         ready(d)
 
         # Entity 1 gets a tenth of the 50 events/s of each source.
