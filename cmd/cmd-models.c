@@ -167,6 +167,15 @@ models_list(struct models_opts *o)
 static void
 models_print_version(json_t *v)
 {
+	static const struct {
+		const char	*label;
+		const char	*key;
+	} lineage[] = {
+		{ "dag:", "dag" },
+		{ "run:", "run_id" },
+		{ "git commit:", "git_commit" },
+		{ "training set:", "training_set_sha256" },
+	};
 	json_t		*lin = json_object_get(v, "lineage"), *f, *ref, *art;
 	char		*aliases, *metrics, *tags, tbuf[40];
 	char		*params = json_dumps(json_object_get(v, "params"),
@@ -193,15 +202,10 @@ models_print_version(json_t *v)
 	if (json_is_false(json_object_get(art, "ok")))
 		printf("              BAD: %s\n", json_string_value(
 		    json_object_get(art, "error")));
-#define LINEAGE(label, key) do {					\
-	s = json_string_value(json_object_get(lin, key));		\
-	printf("%-14s%s\n", label, s != NULL ? s : "-");		\
-} while (0)
-	LINEAGE("dag:", "dag");
-	LINEAGE("run:", "run_id");
-	LINEAGE("git commit:", "git_commit");
-	LINEAGE("training set:", "training_set_sha256");
-#undef LINEAGE
+	for (i = 0; i < sizeof lineage / sizeof lineage[0]; i++) {
+		s = json_string_value(json_object_get(lin, lineage[i].key));
+		printf("%-14s%s\n", lineage[i].label, s != NULL ? s : "-");
+	}
 	printf("features:    ");
 	json_array_foreach(json_object_get(lin, "features"), i, f)
 		printf(" %s", json_string_value(f));

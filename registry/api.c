@@ -53,19 +53,38 @@ struct registry_api {
 	struct http_route	 routes[API_NROUTES];
 };
 
-/* Reply to a failed registry call by what its message says (registry.h). */
+/*
+ * Which HTTP error a registry message is, by its wording (registry.h):
+ * "no ..." is a missing model or version, "bad ..." a bad name, and a
+ * state that forbids the change a conflict.  Anything else is ours.
+ */
+static const struct {
+	const char	*text;
+	int		 at_start;	/* else anywhere */
+	int		 code;
+	const char	*errcode;
+} api_errors[] = {
+	{ "no ", 1, 404, "not_found" },
+	{ "bad ", 1, 400, "bad_request" },
+	{ " has no ", 0, 409, "conflict" },
+	{ " has alias ", 0, 409, "conflict" },
+};
+
 static void
 api_fail(struct http_req *req, const char *err)
 {
-	if (strncmp(err, "no ", 3) == 0)
-		http_reply_error(req, 404, "not_found", "%s", err);
-	else if (strncmp(err, "bad ", 4) == 0)
-		http_reply_error(req, 400, "bad_request", "%s", err);
-	else if (strstr(err, " has no ") != NULL ||
-	    strstr(err, " has alias ") != NULL)
-		http_reply_error(req, 409, "conflict", "%s", err);
-	else
-		http_reply_error(req, 500, "internal", "%s", err);
+	size_t	i;
+
+	for (i = 0; i < sizeof api_errors / sizeof api_errors[0]; i++) {
+		if (api_errors[i].at_start ? strncmp(err, api_errors[i].text,
+		    strlen(api_errors[i].text)) == 0 :
+		    strstr(err, api_errors[i].text) != NULL) {
+			http_reply_error(req, api_errors[i].code,
+			    api_errors[i].errcode, "%s", err);
+			return;
+		}
+	}
+	http_reply_error(req, 500, "internal", "%s", err);
 }
 
 /* The {name} of the path, checked; NULL after replying 400. */
