@@ -19,6 +19,7 @@
 
 #include "cmd/cmd.h"
 #include "common/xmalloc.h"
+#include "pipeline/pipeline.h"
 #include "features/features.h"
 
 static const char *
@@ -31,8 +32,10 @@ static int
 cmd_repo_validate(const struct cmd_entry *self, const char *dir)
 {
 	struct repo	*r;
+	struct dag_set	*dags;
 	struct stat	 st;
 	char		*err;
+	size_t		 ndags;
 
 	if (stat(dir, &st) == -1)
 		return cmd_usage_error(self, "%s: %s", dir, strerror(errno));
@@ -48,21 +51,26 @@ cmd_repo_validate(const struct cmd_entry *self, const char *dir)
 	}
 	free(err);
 
-	/*
-	 * Hook for the DAG files: the pipeline module will check
-	 * DIR/pipelines/NAME.yaml here (cycles, unknown steps, and feature
-	 * references against r), printing its errors the same way and
-	 * turning the exit code to CMD_EXIT_FAIL.
-	 */
+	/* The DAG files: pipelines/NAME.yaml, errors as file:line:col. */
+	err = xmalloc(DAG_ERRLEN);
+	if ((dags = dag_set_load(dir, err, DAG_ERRLEN)) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		free(err);
+		repo_free(r);
+		return CMD_EXIT_FAIL;
+	}
+	free(err);
+	ndags = dag_set_count(dags);
+	dag_set_free(dags);
 
-	printf("%s: ok (%zu %s, %zu %s, %zu %s, %zu %s, %zu windowed %s; "
-	    "hash %s)\n", dir,
+	printf("%s: ok (%zu %s, %zu %s, %zu %s, %zu %s, %zu windowed %s, "
+	    "%zu %s; hash %s)\n", dir,
 	    r->nentities, cmd_repo_plural(r->nentities, "entity", "entities"),
 	    r->nsources, cmd_repo_plural(r->nsources, "source", "sources"),
 	    r->nviews, cmd_repo_plural(r->nviews, "view", "views"),
 	    r->nfeatures, cmd_repo_plural(r->nfeatures, "feature", "features"),
 	    r->noutputs, cmd_repo_plural(r->noutputs, "output", "outputs"),
-	    r->hash_hex);
+	    ndags, cmd_repo_plural(ndags, "DAG", "DAGs"), r->hash_hex);
 	repo_free(r);
 	return CMD_EXIT_OK;
 }

@@ -915,7 +915,7 @@ test_validate_ok(void **state)
 	assert_int_equal(r.rc, 0);
 	assert_string_equal(r.err, "");
 	want = xstrfmt("%s: ok (2 entities, 2 sources, 2 views, 16 features, "
-	    "32 windowed outputs; hash ", dir);
+	    "32 windowed outputs, ", dir);
 	assert_memory_equal(r.out, want, strlen(want));
 	free(want);
 	free(dir);
