@@ -1,6 +1,7 @@
 /*
  * cmd-models: `mlopsd models list | show NAME [VERSION] | promote NAME
- * VERSION [--alias A] | rollback NAME | register NAME FILE`, the model
+ * VERSION [--alias A] | rollback NAME | register NAME FILE | history
+ * NAME`, the model
  * registry of a running daemon over its HTTP API (SPEC §1, §5).
  *
  * Output is a table for people, or the API's JSON with --output json for
@@ -493,6 +494,54 @@ out:
 	return rc;
 }
 
+/* history NAME [--alias A]: every alias move, oldest first. */
+static int
+models_history(struct models_opts *o)
+{
+	json_t	*r, *h;
+	char	*name, *alias = NULL, *path, tbuf[40], from[16], to[16];
+	size_t	 i;
+
+	if (o->nargs != 1)
+		return cmd_usage_error(&cmd_models_entry, "history takes NAME");
+	name = cmd_client_escape(o->args[0]);
+	if (o->alias != NULL)
+		alias = cmd_client_escape(o->alias);
+	path = xstrfmt("/v1/models/%s/history%s%s", name, alias != NULL ?
+	    "?alias=" : "", alias != NULL ? alias : "");
+	r = models_get(o, path);
+	free(path);
+	free(alias);
+	free(name);
+	if (r == NULL)
+		return CMD_EXIT_FAIL;
+	if (o->json) {
+		models_print_json(r);
+		json_decref(r);
+		return CMD_EXIT_OK;
+	}
+	printf("%-24s  %-16s  %-8s  %5s  %5s  %s\n", "AT", "ALIAS", "KIND",
+	    "FROM", "TO", "REASON");
+	json_array_foreach(json_object_get(r, "history"), i, h) {
+		const char *reason = json_string_value(json_object_get(h,
+		    "reason"));
+
+		snprintf(from, sizeof from, json_is_integer(json_object_get(h,
+		    "from")) ? "%lld" : "-", (long long)json_integer_value(
+		    json_object_get(h, "from")));
+		snprintf(to, sizeof to, json_is_integer(json_object_get(h,
+		    "to")) ? "%lld" : "-", (long long)json_integer_value(
+		    json_object_get(h, "to")));
+		printf("%-24s  %-16s  %-8s  %5s  %5s  %s\n", models_time(
+		    json_object_get(h, "at"), tbuf, sizeof tbuf),
+		    json_string_value(json_object_get(h, "alias")),
+		    json_string_value(json_object_get(h, "kind")), from, to,
+		    reason != NULL ? reason : "-");
+	}
+	json_decref(r);
+	return CMD_EXIT_OK;
+}
+
 static const struct {
 	const char	*verb;
 	int		(*fn)(struct models_opts *o);
@@ -502,6 +551,7 @@ static const struct {
 	{ "promote", models_promote },
 	{ "rollback", models_rollback },
 	{ "register", models_register },
+	{ "history", models_history },
 };
 
 static int
@@ -575,13 +625,13 @@ cmd_models_exec(const struct cmd_entry *self, int argc, char **argv)
 	}
 	if (optind >= argc)
 		return cmd_usage_error(self, "a subcommand is needed (list, "
-		    "show, promote, rollback, register)");
+		    "show, promote, rollback, register, history)");
 	for (i = 0; i < sizeof models_verbs / sizeof models_verbs[0]; i++)
 		if (strcmp(argv[optind], models_verbs[i].verb) == 0)
 			break;
 	if (i == sizeof models_verbs / sizeof models_verbs[0])
 		return cmd_usage_error(self, "unknown subcommand \"%s\" (list, "
-		    "show, promote, rollback, register)", argv[optind]);
+		    "show, promote, rollback, register, history)", argv[optind]);
 	if (cmd_client_init(&o.c, config, url, err, sizeof err) != 0) {
 		fprintf(stderr, "mlopsd models: %s\n", err);
 		return CMD_EXIT_USAGE;
@@ -596,8 +646,8 @@ cmd_models_exec(const struct cmd_entry *self, int argc, char **argv)
 const struct cmd_entry cmd_models_entry = {
 	.name = "models",
 	.usage = "models list | show NAME [VERSION] | promote NAME VERSION "
-	    "[--alias A] | rollback NAME | register NAME FILE  [-c FILE | "
-	    "--url URL] [--output json]",
+	    "[--alias A] | rollback NAME | register NAME FILE | history NAME  "
+	    "[-c FILE | --url URL] [--output json]",
 	.summary = "inspect the model registry, move aliases, roll back",
 	.exec = cmd_models_exec,
 	.help =
@@ -609,6 +659,8 @@ const struct cmd_entry cmd_models_entry = {
 	    "champion)\n"
 	    "                         at VERSION\n"
 	    "  rollback NAME          champion := the previous champion\n"
+	    "  history NAME           every alias move (--alias A: of one "
+	    "alias)\n"
 	    "  register NAME FILE     a model file trained elsewhere, with\n"
 	    "                         --metrics/--params/--tags JSON, --features "
 	    "a,b,\n"

@@ -444,6 +444,21 @@ def cli_list_show_promote_rollback():
                        'champion (champion is version 1) (HTTP 409 '
                        'conflict)\n'), err
 
+        rc, out, err = cli("history", "churn", url(d))
+        assert rc == 0, err
+        rows = [ln.split(None, 5)[1:] for ln in out.splitlines()[1:]]
+        assert rows == [
+            ["champion", "set", "-", "1", "mlopsd models promote"],
+            ["champion", "set", "1", "2", "mlopsd models promote"],
+            ["challenger", "set", "-", "1", "mlopsd models promote"],
+            ["champion", "rollback", "2", "1", "rollback"]], out
+        rc, out, err = cli("history", "churn", "--alias", "challenger",
+                           url(d), "--output", "json")
+        h = json.loads(out)["history"]
+        assert [(x["alias"], x["to"]) for x in h] == [("challenger", 1)], h
+        rc, out, err = cli("history", "nope", url(d))
+        assert rc == 1 and 'no model "nope"' in err, err
+
 
 @test
 def cli_register_with_reference_and_alias():
@@ -515,6 +530,7 @@ def cli_errors_and_exit_codes():
                 (("promote", "churn"), "promote takes NAME VERSION"),
                 (("promote", "churn", "x"), 'bad version "x"'),
                 (("rollback",), "rollback takes NAME"),
+                (("history",), "history takes NAME"),
                 (("list", "extra"), "list takes no arguments"),
                 (("list", "--output", "yaml"), "--output is json or table"),
                 (("list", "--bogus"), "unknown option --bogus"),
