@@ -10,9 +10,11 @@
  */
 #include "features/api.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "common/http.h"
@@ -76,9 +78,14 @@ view_output(const struct repo_view *v, const char *name, size_t len,
 /*
  * The GET reply is written as text rather than built as a jansson object
  * and dumped: building it was half the CPU of a lookup (a hash table and
- * a dozen allocations per output).  Values still go through jansson, one
- * json_dumpb() each, so numbers and strings are spelled exactly as before;
- * feature names are [a-z0-9_] (repo.c) and need no escaping.
+ * a dozen allocations per output), and making a json_t per value then
+ * dumping it was most of the rest.  Values are spelled exactly as
+ * json_dumpb(store_value_json(v)) would (test_store holds the two equal):
+ * integers as %lld, doubles as jansson's %.17g with ".0" added when it
+ * looks like an integer and the exponent's '+' and leading zeros dropped,
+ * NaN and infinities as null, strings with bytes that are not UTF-8 as
+ * '?' and jansson's escapes.  Feature names are [a-z0-9_] (repo.c) and
+ * need no escaping.
  */
 struct api_text {
 	char	*p;
@@ -87,7 +94,23 @@ struct api_text {
 };
 
 static void
-api_text_add(struct api_text *t, const char *s, size_t n)
+api_text_init(struct api_text *t)
+{
+	t->p = t->stack;
+	t->len = 0;
+	t->cap = sizeof t->stack;
+}
+
+static void
+api_text_free(struct api_text *t)
+{
+	if (t->p != t->stack)
+		free(t->p);
+}
+
+/* Room for n more bytes; returns where they go. */
+static char *
+api_text_room(struct api_text *t, size_t n)
 {
 	if (t->len + n > t->cap) {
 		size_t	cap = t->cap;
@@ -102,7 +125,13 @@ api_text_add(struct api_text *t, const char *s, size_t n)
 		t->p = p;
 		t->cap = cap;
 	}
-	memcpy(t->p + t->len, s, n);
+	return t->p + t->len;
+}
+
+static void
+api_text_add(struct api_text *t, const char *s, size_t n)
+{
+	memcpy(api_text_room(t, n), s, n);
 	t->len += n;
 }
 
@@ -115,30 +144,198 @@ api_text_str(struct api_text *t, const char *s)
 static void
 api_text_int(struct api_text *t, int64_t v)
 {
-	char	buf[32];
-	int	n = snprintf(buf, sizeof buf, "%lld", (long long)v);
+	char		 buf[24], *p = buf + sizeof buf;
+	uint64_t	 u = v < 0 ? -(uint64_t)v : (uint64_t)v;
 
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		*--p = '-';
+	api_text_add(t, p, (size_t)(buf + sizeof buf - p));
+}
+
+/* jansson's jsonp_dtostr() with its default precision, 17. */
+static void
+api_text_double(struct api_text *t, double d)
+{
+	char	buf[40], *e, *start, *end;
+	int	n;
+
+	if (!isfinite(d)) {
+		api_text_add(t, "null", 4);
+		return;
+	}
+	n = snprintf(buf, sizeof buf - 3, "%.17g", d);
+	if (strchr(buf, '.') == NULL && strchr(buf, 'e') == NULL) {
+		memcpy(buf + n, ".0", 3);
+		n += 2;
+	}
+	if ((e = strchr(buf, 'e')) != NULL) {
+		start = e + 1;
+		end = start + 1;
+		if (*start == '-')
+			start++;
+		while (*end == '0')
+			end++;
+		if (end != start) {
+			memmove(start, end, (size_t)(buf + n + 1 - end));
+			n -= (int)(end - start);
+		}
+	}
 	api_text_add(t, buf, (size_t)n);
 }
 
-/* j (stolen) as compact JSON; -1 when jansson cannot encode it. */
-static int
-api_text_json(struct api_text *t, json_t *j)
+/*
+ * The length of the valid UTF-8 sequence at p[0..len) (1 to 4), or 0 if
+ * it is not one, as jansson judges: no overlongs, surrogates or values
+ * past U+10FFFF.
+ */
+static size_t
+api_utf8_len(const unsigned char *p, size_t len)
 {
-	char	buf[512];
-	size_t	n;
-	char	*big;
+	uint32_t	u;
+	size_t		n;
 
-	n = json_dumpb(j, buf, sizeof buf, JSON_COMPACT | JSON_ENCODE_ANY);
-	if (n > sizeof buf) {
-		big = xmalloc(n);
-		n = json_dumpb(j, big, n, JSON_COMPACT | JSON_ENCODE_ANY);
-		api_text_add(t, big, n);
-		free(big);
-	} else
-		api_text_add(t, buf, n);
-	json_decref(j);
-	return n == 0 ? -1 : 0;
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 1, u = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 2, u = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 3, u = p[0] & 0x07;
+	else
+		return 0;
+	if (n >= len)
+		return 0;
+	for (size_t k = 1; k <= n; k++) {
+		if ((p[k] & 0xc0) != 0x80)
+			return 0;
+		u = u << 6 | (p[k] & 0x3f);
+	}
+	if ((n == 2 && u < 0x800) || (u >= 0xd800 && u <= 0xdfff) ||
+	    (n == 3 && (u < 0x10000 || u > 0x10ffff)))
+		return 0;
+	return n + 1;
+}
+
+/* A JSON string as jansson dumps it (after store_string_json's '?'). */
+static void
+api_text_jstr(struct api_text *t, const char *s, size_t len)
+{
+	static const char		 hex[] = "0123456789ABCDEF";
+	const unsigned char		*p = (const unsigned char *)s;
+	char				*o = api_text_room(t, len * 6 + 2);
+	size_t				 i = 0, n;
+
+	*o++ = '"';
+	while (i < len) {
+		if (p[i] >= 0x80) {
+			if ((n = api_utf8_len(p + i, len - i)) == 0) {
+				*o++ = '?';
+				i++;
+			} else {
+				memcpy(o, p + i, n);
+				o += n;
+				i += n;
+			}
+			continue;
+		}
+		switch (p[i]) {
+		case '"':	*o++ = '\\'; *o++ = '"'; break;
+		case '\\':	*o++ = '\\'; *o++ = '\\'; break;
+		case '\b':	*o++ = '\\'; *o++ = 'b'; break;
+		case '\f':	*o++ = '\\'; *o++ = 'f'; break;
+		case '\n':	*o++ = '\\'; *o++ = 'n'; break;
+		case '\r':	*o++ = '\\'; *o++ = 'r'; break;
+		case '\t':	*o++ = '\\'; *o++ = 't'; break;
+		default:
+			if (p[i] < 0x20) {
+				memcpy(o, "\\u00", 4);
+				o[4] = hex[p[i] >> 4];
+				o[5] = hex[p[i] & 0xf];
+				o += 6;
+			} else
+				*o++ = (char)p[i];
+		}
+		i++;
+	}
+	*o++ = '"';
+	t->len = (size_t)(o - t->p);
+}
+
+static void
+api_text_value(struct api_text *t, const struct agg_value *v)
+{
+	switch (v->type) {
+	case AGG_INT:
+		api_text_int(t, v->u.i);
+		break;
+	case AGG_DOUBLE:
+		api_text_double(t, v->u.d);
+		break;
+	case AGG_BOOL:
+		if (v->u.b)
+			api_text_add(t, "true", 4);
+		else
+			api_text_add(t, "false", 5);
+		break;
+	case AGG_STRING:
+		api_text_jstr(t, v->u.s.ptr, v->u.s.len);
+		break;
+	case AGG_LIST:
+		api_text_add(t, "[", 1);
+		for (uint32_t i = 0; i < v->u.l.n; i++) {
+			if (i > 0)
+				api_text_add(t, ",", 1);
+			api_text_value(t, &v->u.l.items[i]);
+		}
+		api_text_add(t, "]", 1);
+		break;
+	case AGG_NULL:
+	default:
+		api_text_add(t, "null", 4);
+		break;
+	}
+}
+
+char *
+feature_api_value_text(const struct agg_value *v)
+{
+	struct api_text	 t;
+	char		*s;
+
+	api_text_init(&t);
+	api_text_value(&t, v);
+	s = xmalloc(t.len + 1);
+	memcpy(s, t.p, t.len);
+	s[t.len] = '\0';
+	api_text_free(&t);
+	return s;
+}
+
+/*
+ * What a GET lookup gathers under the shard lock: each output's value as
+ * text in vals (at off[i], len[i]) and its status.
+ */
+struct api_get {
+	struct api_text		 vals;
+	size_t			*off, *len;
+	enum store_status	*sts;
+};
+
+static void
+api_get_value(void *arg, size_t i, const struct agg_value *v,
+    enum store_status st)
+{
+	struct api_get	*g = arg;
+
+	g->off[i] = g->vals.len;
+	api_text_value(&g->vals, v);
+	g->len[i] = g->vals.len - g->off[i];
+	g->sts[i] = st;
 }
 
 static void
@@ -152,13 +349,11 @@ api_get_feature(struct http_req *req, void *arg)
 	const struct repo	*repo;
 	const struct repo_view	*v;
 	struct store_output	*outs = NULL;
-	json_t			**vals = NULL;
-	enum store_status	*sts = NULL;
+	struct api_get		 g;
 	size_t			 nouts = 0, vi, maxouts;
 	int64_t			 as_of, ets;
-	int			 dflt = 1, bad = 0;
+	int			 dflt = 1;
 	char			 err[256];
-	struct agg_value	 kv;
 	struct api_text		 t;
 
 	if (as_of_s != NULL) {
@@ -170,6 +365,10 @@ api_get_feature(struct http_req *req, void *arg)
 		dflt = 0;
 	} else
 		as_of = util_now_ms();
+	api_text_init(&t);
+	api_text_init(&g.vals);
+	g.off = g.len = NULL;
+	g.sts = NULL;
 	pthread_rwlock_rdlock(&api->lock);
 	repo = store_repo(api->store);
 	if ((v = repo_view_find(repo, vname)) == NULL) {
@@ -181,8 +380,9 @@ api_get_feature(struct http_req *req, void *arg)
 	/* Every output of the view by default, however many it has. */
 	maxouts = v->noutputs > API_MAX_OUTPUTS ? v->noutputs : API_MAX_OUTPUTS;
 	outs = xcalloc(maxouts, sizeof *outs);
-	vals = xcalloc(maxouts, sizeof *vals);
-	sts = xcalloc(maxouts, sizeof *sts);
+	g.off = xcalloc(maxouts, sizeof *g.off);
+	g.len = xcalloc(maxouts, sizeof *g.len);
+	g.sts = xcalloc(maxouts, sizeof *g.sts);
 	if (want != NULL && *want != '\0') {
 		const char *p = want;
 
@@ -214,20 +414,14 @@ api_get_feature(struct http_req *req, void *arg)
 				outs[nouts++].window = w;
 			}
 	}
-	if (store_lookup(api->store, vi, key, strlen(key), &as_of, dflt, outs,
-	    nouts, vals, sts, &ets, err, sizeof err) != 0) {
+	if (store_lookup_fn(api->store, vi, key, strlen(key), &as_of, dflt,
+	    outs, nouts, api_get_value, &g, &ets, err, sizeof err) != 0) {
 		http_reply_error(req, 400, "bad_request", "%s", err);
 		goto out;
 	}
-	t.p = t.stack;
-	t.len = 0;
-	t.cap = sizeof t.stack;
 	/* The key as a JSON string even when its bytes are not UTF-8. */
-	kv.type = AGG_STRING;
-	kv.u.s.ptr = key;
-	kv.u.s.len = (uint32_t)strlen(key);
 	api_text_str(&t, "{\"entity\":");
-	bad |= api_text_json(&t, store_value_json(&kv));
+	api_text_jstr(&t, key, strlen(key));
 	api_text_str(&t, ",\"as_of\":");
 	api_text_int(&t, as_of);
 	api_text_str(&t, ",\"features\":{");
@@ -242,18 +436,16 @@ api_get_feature(struct http_req *req, void *arg)
 			if (outs[j].feature == outs[i].feature &&
 			    outs[j].window == outs[i].window)
 				break;
-		if (j < i) {
-			json_decref(vals[i]);
+		if (j < i)
 			continue;
-		}
 		if (i > 0)
 			api_text_add(&t, ",", 1);
 		api_text_add(&t, "\"", 1);
 		api_text_str(&t, colon ? colon + 1 : fn);
 		api_text_str(&t, "\":{\"value\":");
-		bad |= api_text_json(&t, vals[i]);
+		api_text_add(&t, g.vals.p + g.off[i], g.len[i]);
 		api_text_str(&t, ",\"status\":\"");
-		api_text_str(&t, store_status_name(sts[i]));
+		api_text_str(&t, store_status_name(g.sts[i]));
 		api_text_str(&t, "\",\"event_timestamp\":");
 		if (ets < 0)
 			api_text_str(&t, "null");
@@ -262,19 +454,15 @@ api_get_feature(struct http_req *req, void *arg)
 		api_text_add(&t, "}", 1);
 	}
 	api_text_str(&t, "}}");
-	if (bad)
-		http_reply_error(req, 500, "internal",
-		    "cannot encode the reply");
-	else
-		http_reply(req, 200, "application/json; charset=utf-8", t.p,
-		    t.len);
-	if (t.p != t.stack)
-		free(t.p);
+	http_reply(req, 200, "application/json; charset=utf-8", t.p, t.len);
 out:
 	pthread_rwlock_unlock(&api->lock);
+	api_text_free(&t);
+	api_text_free(&g.vals);
 	free(outs);
-	free(vals);
-	free(sts);
+	free(g.off);
+	free(g.len);
+	free(g.sts);
 }
 
 /* One requested column of /get-online-features. */

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 
+struct agg_value;
 struct store;
 struct http_route;
 struct feature_api;
@@ -18,5 +19,11 @@ const struct http_route	*feature_api_routes(struct feature_api *api, size_t *n);
 struct store		*feature_api_swap(struct feature_api *api,
 			    struct store *store);
 void			 feature_api_free(struct feature_api *api);
+/*
+ * v as the GET lookup writes it (a NUL-terminated string the caller
+ * frees): byte for byte what json_dumpb(store_value_json(v),
+ * JSON_COMPACT | JSON_ENCODE_ANY) gives, without jansson.  For tests.
+ */
+char			*feature_api_value_text(const struct agg_value *v);
 
 #endif

@@ -1149,11 +1149,12 @@ store_scratch(void)
 }
 
 int
-store_lookup(struct store *s, size_t view, const char *key, size_t keylen,
-    int64_t *as_of, int as_of_default, const struct store_output *outs, size_t nouts,
-    json_t **values, enum store_status *statuses, int64_t *event_ts,
+store_lookup_fn(struct store *s, size_t view, const char *key, size_t keylen,
+    int64_t *as_of, int as_of_default, const struct store_output *outs,
+    size_t nouts, store_value_fn fn, void *arg, int64_t *event_ts,
     char *err, size_t errlen)
 {
+	static const struct agg_value	 null = { .type = AGG_NULL };
 	const struct store_view_rt	*v = &s->views[view];
 	uint64_t			 h = store_key_hash(s, view, key, keylen);
 	struct store_shard		*sh = &s->shards[(h >> 40) % s->nshards];
@@ -1169,10 +1170,8 @@ store_lookup(struct store *s, size_t view, const char *key, size_t keylen,
 	e = shard_find(sh, h, view, key, keylen);
 	if (e == NULL || agg_state_newest(e->st, &ts, &part, &off) != 0) {
 		pthread_rwlock_unlock(&sh->lock);
-		for (size_t i = 0; i < nouts; i++) {
-			values[i] = json_null();
-			statuses[i] = STORE_NOT_FOUND;
-		}
+		for (size_t i = 0; i < nouts; i++)
+			fn(arg, i, &null, STORE_NOT_FOUND);
 		*event_ts = -1;
 		return 0;
 	}
@@ -1189,22 +1188,51 @@ store_lookup(struct store *s, size_t view, const char *key, size_t keylen,
 	stale = v->view->ttl_ms > 0 && as_of_ms - ts > v->view->ttl_ms;
 	for (size_t i = 0; i < nouts; i++) {
 		if (stale) {
-			values[i] = json_null();
-			statuses[i] = STORE_OUTSIDE_MAX_AGE;
+			fn(arg, i, &null, STORE_OUTSIDE_MAX_AGE);
 			continue;
 		}
 		if (agg_result(v->plan, e->st, outs[i].feature, outs[i].window,
 		    as_of_ms, &val, sc, err, errlen) != 0) {
-			while (i-- > 0)
-				json_decref(values[i]);
 			rc = -1;
 			break;
 		}
-		values[i] = store_value_json(&val);
-		statuses[i] = val.type == AGG_NULL ? STORE_NULL_VALUE :
-		    STORE_PRESENT;
+		fn(arg, i, &val, val.type == AGG_NULL ? STORE_NULL_VALUE :
+		    STORE_PRESENT);
 	}
 	pthread_rwlock_unlock(&sh->lock);
 	*event_ts = ts;
 	return rc;
+}
+
+struct store_lookup_json {
+	json_t			**values;
+	enum store_status	 *statuses;
+	size_t			  n;	/* filled so far */
+};
+
+static void
+store_lookup_json_cb(void *arg, size_t i, const struct agg_value *v,
+    enum store_status st)
+{
+	struct store_lookup_json	*lj = arg;
+
+	lj->values[i] = store_value_json(v);
+	lj->statuses[i] = st;
+	lj->n = i + 1;
+}
+
+int
+store_lookup(struct store *s, size_t view, const char *key, size_t keylen,
+    int64_t *as_of, int as_of_default, const struct store_output *outs, size_t nouts,
+    json_t **values, enum store_status *statuses, int64_t *event_ts,
+    char *err, size_t errlen)
+{
+	struct store_lookup_json	lj = { values, statuses, 0 };
+
+	if (store_lookup_fn(s, view, key, keylen, as_of, as_of_default, outs,
+	    nouts, store_lookup_json_cb, &lj, event_ts, err, errlen) == 0)
+		return 0;
+	while (lj.n > 0)
+		json_decref(values[--lj.n]);
+	return -1;
 }

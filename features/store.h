@@ -137,6 +137,22 @@ int		 store_lookup(struct store *s, size_t view, const char *key,
 		    int64_t *event_ts, char *err, size_t errlen);
 
 /*
+ * store_lookup() without JSON: fn(arg, i, value, status) is called for
+ * each output i in order (value AGG_NULL when NOT_FOUND or
+ * OUTSIDE_MAX_AGE).  It runs under the entity's shard read lock, so it
+ * must be quick and must not call into the store; value and what it
+ * points to live only during the call.  On -1 fn may have been called
+ * for some outputs.
+ */
+typedef void	(*store_value_fn)(void *arg, size_t i,
+		    const struct agg_value *value, enum store_status status);
+int		 store_lookup_fn(struct store *s, size_t view, const char *key,
+		    size_t keylen, int64_t *as_of_ms, int as_of_default,
+		    const struct store_output *outs, size_t nouts,
+		    store_value_fn fn, void *arg, int64_t *event_ts,
+		    char *err, size_t errlen);
+
+/*
  * A result value as JSON (new reference; lists as arrays).  Never NULL:
  * a NaN or infinite double is null, bytes of a string that are not UTF-8
  * are '?'.

@@ -1126,6 +1126,101 @@ test_sizes(void **state)
 	fx_free(&x);
 }
 
+/* One random value for test_value_text: every type, awkward bytes. */
+static void
+random_value(unsigned *seed, struct agg_value *v, char *sbuf, size_t slen,
+    struct agg_value *items, int depth)
+{
+	static const double	 specials[] = { 0.0, -0.0, 1.0, -3.0, 0.1,
+				    1e20, 1e21, 1e-5, 1e-7, 123456789012345678.0,
+				    5e-324, 1.7976931348623157e308, 2.5e-310,
+				    0.30000000000000004 };
+	uint64_t		 bits;
+	size_t			 n;
+
+	switch (rand_r(seed) % (depth == 0 ? 6 : 5)) {
+	case 0:
+		v->type = AGG_INT;
+		v->u.i = (int64_t)((uint64_t)rand_r(seed) << 33 ^
+		    (uint64_t)rand_r(seed) << 2) * (rand_r(seed) % 2 ? 1 : -1);
+		if (rand_r(seed) % 8 == 0)
+			v->u.i = rand_r(seed) % 2 ? INT64_MIN : INT64_MAX;
+		break;
+	case 1:
+		v->type = AGG_DOUBLE;
+		if (rand_r(seed) % 3 == 0) {
+			v->u.d = specials[(size_t)rand_r(seed) %
+			    (sizeof specials / sizeof specials[0])];
+		} else if (rand_r(seed) % 2) {
+			bits = (uint64_t)rand_r(seed) << 42 ^
+			    (uint64_t)rand_r(seed) << 21 ^ (uint64_t)rand_r(seed);
+			memcpy(&v->u.d, &bits, sizeof bits);	/* NaN, inf too */
+		} else
+			v->u.d = (double)(rand_r(seed) % 100000) /
+			    (rand_r(seed) % 1000 + 1);
+		break;
+	case 2:
+		v->type = AGG_BOOL;
+		v->u.b = rand_r(seed) % 2;
+		break;
+	case 3:
+		v->type = AGG_STRING;
+		n = (size_t)rand_r(seed) % slen;
+		for (size_t i = 0; i < n; i++) {
+			static const char	pool[] = "ab\"\\/\b\f\n\r\t\x01\x1f"
+						    "\x7f\xc3\xa9\xe2\x82\xac\xf0\x9f\x98"
+						    "\x80\xed\xa0\x80\xc0\xff\x00";
+
+			sbuf[i] = rand_r(seed) % 3 == 0 ? (char)rand_r(seed) :
+			    pool[(size_t)rand_r(seed) % (sizeof pool - 1)];
+		}
+		v->u.s.ptr = sbuf;
+		v->u.s.len = (uint32_t)n;
+		break;
+	case 4:
+		v->type = AGG_NULL;
+		break;
+	default:
+		v->type = AGG_LIST;
+		v->u.l.n = (uint32_t)(rand_r(seed) % 5);
+		for (uint32_t i = 0; i < v->u.l.n; i++)
+			random_value(seed, &items[i], sbuf + slen * (i + 1),
+			    slen, NULL, depth + 1);
+		v->u.l.items = items;
+		break;
+	}
+}
+
+/*
+ * The GET lookup writes values without jansson; they must be byte for
+ * byte what jansson wrote before.
+ */
+static void
+test_value_text(void **state)
+{
+	struct agg_value	 v, items[5];
+	char			 sbuf[6 * 24], jbuf[4096];
+	unsigned		 seed = 4242;
+	char			*got;
+	json_t			*j;
+	size_t			 n;
+
+	(void)state;
+	for (int round = 0; round < 20000; round++) {
+		random_value(&seed, &v, sbuf, 24, items, 0);
+		j = store_value_json(&v);
+		n = json_dumpb(j, jbuf, sizeof jbuf - 1, JSON_COMPACT |
+		    JSON_ENCODE_ANY);
+		json_decref(j);
+		assert_true(n > 0 && n < sizeof jbuf);
+		jbuf[n] = '\0';
+		got = feature_api_value_text(&v);
+		if (strcmp(got, jbuf) != 0)
+			fail_msg("round %d: got %s, jansson %s", round, got, jbuf);
+		free(got);
+	}
+}
+
 /* JSON of values JSON cannot carry as they are: never NULL. */
 static void
 test_value_json(void **state)
@@ -1792,6 +1887,7 @@ main(void)
 		cmocka_unit_test(test_evict),
 		cmocka_unit_test(test_sizes),
 		cmocka_unit_test(test_value_json),
+		cmocka_unit_test(test_value_text),
 		cmocka_unit_test(test_metrics),
 		cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_concurrent_lookups),
