@@ -36,6 +36,7 @@
 #include "cmd/daemon.h"
 #include "cmd/devgen.h"
 #include "cmd/kmock.h"
+#include "cmd/dags.h"
 #include "cmd/models.h"
 #include "cmd/online.h"
 #include "common/config.h"
@@ -252,6 +253,7 @@ cmd_dev_exec(const struct cmd_entry *self, int argc, char **argv)
 	struct daemon	*d = NULL;
 	struct online	*o = NULL;
 	struct models	*mo = NULL;
+	struct dags	*dg = NULL;
 	struct devgen	*g = NULL;
 	struct repo	*repo = NULL;
 	const char	*repo_arg = NULL, *http = DEV_HTTP_DEFAULT;
@@ -343,6 +345,10 @@ cmd_dev_exec(const struct cmd_entry *self, int argc, char **argv)
 		log_error("dev", "%s", err);
 		goto out;
 	}
+	if ((dg = dags_new(d, err, sizeof err)) == NULL) {
+		log_error("dev", "%s", err);
+		goto out;
+	}
 	if ((g = devgen_new(repo, kmock_bootstrap(k),
 	    (uint64_t)util_now_ms(), err, sizeof err)) == NULL ||
 	    devgen_start(g, rate, err, sizeof err) == -1) {
@@ -355,6 +361,7 @@ cmd_dev_exec(const struct cmd_entry *self, int argc, char **argv)
 out:
 	/* Stop the producers and the daemon before the Kafka they use. */
 	devgen_free(g);
+	dags_free(dg);
 	models_free(mo);
 	online_free(o);
 	daemon_free(d);

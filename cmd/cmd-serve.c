@@ -13,6 +13,7 @@
 #include "config.h"
 #include "cmd/cmd.h"
 #include "cmd/daemon.h"
+#include "cmd/dags.h"
 #include "cmd/models.h"
 #include "cmd/online.h"
 #include "common/config.h"
@@ -31,6 +32,7 @@ cmd_serve_exec(const struct cmd_entry *self, int argc, char **argv)
 	struct daemon	*d;
 	struct online	*o;
 	struct models	*mo;
+	struct dags	*dg;
 	const char	*path = NULL;
 	char		 err[1024];
 	int		 ch, check = 0, rc;
@@ -85,7 +87,15 @@ cmd_serve_exec(const struct cmd_entry *self, int argc, char **argv)
 		daemon_free(d);
 		return CMD_EXIT_FAIL;
 	}
-	rc = daemon_run(d, NULL, NULL);
+	if ((dg = dags_new(d, err, sizeof err)) == NULL) {
+		log_error("serve", "%s", err);
+		models_free(mo);
+		online_free(o);
+		daemon_free(d);
+		return CMD_EXIT_FAIL;
+	}
+	rc = daemon_run(d, dags_on_listen, dg);
+	dags_free(dg);
 	models_free(mo);
 	online_free(o);
 	daemon_free(d);
