@@ -32,11 +32,3 @@ const struct cmd_entry cmd_verify_entry = {
 	    "report mismatches",
 	.exec = cmd_stub_exec,
 };
-
-const struct cmd_entry cmd_dag_entry = {
-	.name = "dag",
-	.usage = "dag list | run NAME [--wait] [--from STEP] | status [RUN] | "
-	    "logs RUN | cancel RUN  [-c FILE | --url URL] [--output json]",
-	.summary = "list, run and follow pipeline DAGs of a running daemon",
-	.exec = cmd_stub_exec,
-};

@@ -122,7 +122,7 @@ static const char *all_commands[] = {
 	"verify", "dag", "models",
 };
 static const char *stub_commands[] = {
-	"training-set", "verify", "dag",
+	"training-set", "verify",
 };
 #define NELEM(a)	(sizeof (a) / sizeof (a)[0])
 
