@@ -733,9 +733,9 @@ http_conn_free(struct http_conn *c)
 /*
  * The reply is out and the connection is to end.  After a refused
  * request the client may still be sending: half-close and read on until
- * it closes or the timeout, so that closing does not reset the
- * connection under the reply it has yet to read.  Returns 1 if c was
- * freed.
+ * it closes, for at most twice the timeout since the request began, so
+ * that closing does not reset the connection under the reply it has yet
+ * to read.  Returns 1 if c was freed.
  */
 static int
 http_conn_finish(struct http_conn *c)
@@ -916,8 +916,10 @@ http_conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (c->lingering) {
+		/* At most the timeout from the refused request's start. */
 		n = read(fd, drain, sizeof drain);
-		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR))
+		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR) ||
+		    util_mono_ns() - c->started > 2 * s->timeout_ns)
 			http_conn_free(c);
 		return;
 	}

@@ -1,9 +1,12 @@
 /*
- * http: the HTTP/1.1 JSON API server on libevent.
+ * http: the HTTP/1.1 JSON API server.
  *
- * N worker threads, each with its own event_base and evhttp bound to the
- * same address with SO_REUSEPORT, so the kernel spreads connections and no
- * lock is taken per request.  Routes come from a table given at creation;
+ * N worker threads, each with its own libevent loop and listening socket
+ * bound to the same address with SO_REUSEPORT, so the kernel spreads
+ * connections and no lock is taken per request.  Keep-alive, pipelining,
+ * HEAD and Expect: 100-continue are supported; request bodies need a
+ * Content-Length (chunked: 411) of at most max_body_bytes (413, refused
+ * on the head before routing).  Routes come from a table given at creation;
  * a pattern like "/v1/features/{view}/{key}" captures path segments.
  * Every reply to an error is {"error":{"code":"...","message":"..."}}.
  * Requests are counted in mlopsd_http_requests_total{route,code} and timed
