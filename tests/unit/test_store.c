@@ -1219,6 +1219,41 @@ test_value_text(void **state)
 			fail_msg("round %d: got %s, jansson %s", round, got, jbuf);
 		free(got);
 	}
+	/* Doubles across the range api.c formats without printf, and beyond. */
+	v.type = AGG_DOUBLE;
+	for (int round = 0; round < 200000; round++) {
+		uint64_t	m = ((uint64_t)rand_r(&seed) << 31 ^
+				    (uint64_t)rand_r(&seed)) & ((1ULL << 53) - 1);
+
+		switch (round % 4) {
+		case 0:
+			v.u.d = ldexp((double)m, rand_r(&seed) % 80 - 72);
+			break;
+		case 1:	/* prices */
+			v.u.d = (double)(rand_r(&seed) % 1000000) / 100.0;
+			break;
+		case 2:	/* near powers of ten */
+			v.u.d = nextafter(pow(10, rand_r(&seed) % 24 - 6),
+			    rand_r(&seed) % 2 ? INFINITY : 0);
+			break;
+		default:
+			v.u.d = (double)rand_r(&seed) / (rand_r(&seed) | 1) *
+			    pow(10, rand_r(&seed) % 22 - 5);
+			break;
+		}
+		if (rand_r(&seed) % 2)
+			v.u.d = -v.u.d;
+		j = store_value_json(&v);
+		n = json_dumpb(j, jbuf, sizeof jbuf - 1, JSON_COMPACT |
+		    JSON_ENCODE_ANY);
+		json_decref(j);
+		jbuf[n] = '\0';
+		got = feature_api_value_text(&v);
+		if (strcmp(got, jbuf) != 0)
+			fail_msg("double %.17g: got %s, jansson %s", v.u.d, got,
+			    jbuf);
+		free(got);
+	}
 }
 
 /* JSON of values JSON cannot carry as they are: never NULL. */
