@@ -124,9 +124,12 @@ int		 agg_state_add(const struct agg_plan *plan, struct agg_state *st,
  * agg_state_add() rejects events older than every window as of now_ms.
  * agg_state_add() already evicts up to the newest event, so callers only
  * need this to trim entities that stopped receiving events; note that an
- * as_of between the newest event and now_ms is then refused.
+ * as_of between the newest event and now_ms is then refused.  Returns 1
+ * when a tile or last_n entry was dropped, 0 when only the horizon moved
+ * (the values as of now_ms or later are the same either way, so a caller
+ * need not persist that).
  */
-void		 agg_state_evict(const struct agg_plan *plan,
+int		 agg_state_evict(const struct agg_plan *plan,
 		     struct agg_state *st, int64_t now_ms);
 
 /*

@@ -1491,10 +1491,11 @@ lastn_insert(const struct agg_slot *ls, struct agg_lastn_state *l,
 	l->n++;
 }
 
-static void
+static size_t
 state_evict(const struct agg_plan *plan, struct agg_state *st, int64_t t)
 {
 	int64_t	cut_ms;
+	size_t	dropped = 0;
 
 	for (size_t s = 0; s < plan->nseries; s++) {
 		struct agg_series_state	*ss = &st->series[s];
@@ -1510,14 +1511,18 @@ state_evict(const struct agg_plan *plan, struct agg_state *st, int64_t t)
 		memmove(ss->tiles, ss->tiles + n * plan->tile_size,
 		    (ss->ntiles - n) * plan->tile_size);
 		ss->ntiles -= n;
+		dropped += n;
 	}
 	cut_ms = plan_cutoff_ms(plan, t);
 	for (size_t i = 0; i < plan->nlastn; i++) {
 		struct agg_lastn_state	*l = &st->lastn[i];
 
-		while (l->n > 0 && l->e[l->n - 1].ts < cut_ms)
+		while (l->n > 0 && l->e[l->n - 1].ts < cut_ms) {
 			value_release(&l->e[--l->n].v);
+			dropped++;
+		}
 	}
+	return dropped;
 }
 
 int
@@ -1602,16 +1607,16 @@ agg_state_add(const struct agg_plan *plan, struct agg_state *st, int64_t ts,
 	return AGG_ADD_OK;
 }
 
-void
+int
 agg_state_evict(const struct agg_plan *plan, struct agg_state *st,
     int64_t now_ms)
 {
 	if (now_ms > AGG_MAX_TS)
 		now_ms = AGG_MAX_TS;
 	if (now_ms <= st->horizon || now_ms < -AGG_MAX_TS)
-		return;
+		return 0;
 	st->horizon = now_ms;
-	state_evict(plan, st, now_ms);
+	return state_evict(plan, st, now_ms) > 0;
 }
 
 int

@@ -295,6 +295,58 @@ store_stale_add(char ***stale, size_t *n, size_t *cap, const char *topic)
 	(*stale)[(*n)++] = xstrdup(topic);
 }
 
+/* Run sql with ?1 bound to text; 0, or -1 with err. */
+static int
+store_exec_text(sqlite3 *db, const char *sql, const char *text, char *err,
+    size_t errlen)
+{
+	sqlite3_stmt	*st;
+	int		 rc = -1;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "sqlite: %s", sqlite3_errmsg(db));
+		return -1;
+	}
+	sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_DONE)
+		rc = 0;
+	else
+		snprintf(err, errlen, "sqlite: %s", sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/*
+ * Inside a transaction: drop the stored state of every view fed by topic
+ * (as stored and as in the repo), the topic's offsets and its held
+ * messages, so that ingest rebuilds them from the topic's beginning.
+ */
+static int
+store_forget_topic(struct store *s, const char *topic, char *err,
+    size_t errlen)
+{
+	static const char *const sqls[] = {
+		"DELETE FROM entity WHERE view IN (SELECT view FROM view_def "
+		"WHERE topic = ?1)",
+		"DELETE FROM kafka_offset WHERE topic = ?1",
+		"DELETE FROM held_message WHERE topic = ?1",
+		"DELETE FROM view_def WHERE topic = ?1",
+	};
+
+	for (size_t j = 0; j < s->repo->nviews; j++) {
+		const struct repo_view *v = &s->repo->views[j];
+
+		if (strcmp(v->source->topic, topic) == 0 &&
+		    store_exec_text(s->db, "DELETE FROM entity WHERE view = ?1",
+		    v->name, err, errlen) != 0)
+			return -1;
+	}
+	for (size_t j = 0; j < sizeof sqls / sizeof sqls[0]; j++)
+		if (store_exec_text(s->db, sqls[j], topic, err, errlen) != 0)
+			return -1;
+	return 0;
+}
+
 /*
  * Compare the stored view definitions with the repo's.  A changed, added
  * or removed view invalidates the state of every view fed by its topic
@@ -351,42 +403,8 @@ store_reconcile(struct store *s, char *err, size_t errlen)
 		log_info("store", "topic %s: a view is new or its definition "
 		    "changed; the topic's views are built from its beginning",
 		    stale[i]);
-		if (sqlite3_prepare_v2(s->db,
-		    "DELETE FROM entity WHERE view IN (SELECT view FROM "
-		    "view_def WHERE topic = ?1);"
-		    , -1, &del, NULL) != SQLITE_OK)
-			goto sqlfail;
-		sqlite3_bind_text(del, 1, stale[i], -1, SQLITE_STATIC);
-		sqlite3_step(del);
-		sqlite3_finalize(del);
-		del = NULL;
-		for (size_t j = 0; j < s->repo->nviews; j++) {
-			const struct repo_view *v = &s->repo->views[j];
-
-			if (strcmp(v->source->topic, stale[i]) != 0)
-				continue;
-			if (sqlite3_prepare_v2(s->db, "DELETE FROM entity "
-			    "WHERE view = ?", -1, &del, NULL) != SQLITE_OK)
-				goto sqlfail;
-			sqlite3_bind_text(del, 1, v->name, -1, SQLITE_STATIC);
-			sqlite3_step(del);
-			sqlite3_finalize(del);
-			del = NULL;
-		}
-		const char *sqls[] = {
-			"DELETE FROM kafka_offset WHERE topic = ?",
-			"DELETE FROM held_message WHERE topic = ?",
-			"DELETE FROM view_def WHERE topic = ?",
-		};
-		for (size_t j = 0; j < 3; j++) {
-			if (sqlite3_prepare_v2(s->db, sqls[j], -1, &del,
-			    NULL) != SQLITE_OK)
-				goto sqlfail;
-			sqlite3_bind_text(del, 1, stale[i], -1, SQLITE_STATIC);
-			sqlite3_step(del);
-			sqlite3_finalize(del);
-			del = NULL;
-		}
+		if (store_forget_topic(s, stale[i], err, errlen) != 0)
+			goto rollback;
 	}
 	/* Views that are gone: drop their rows. */
 	if (store_exec(s->db, "CREATE TEMP TABLE IF NOT EXISTS live_view(view "
@@ -399,7 +417,8 @@ store_reconcile(struct store *s, char *err, size_t errlen)
 		    "VALUES(?)", -1, &del, NULL) != SQLITE_OK)
 			goto sqlfail;
 		sqlite3_bind_text(del, 1, v->name, -1, SQLITE_STATIC);
-		sqlite3_step(del);
+		if (sqlite3_step(del) != SQLITE_DONE)
+			goto sqlfail;
 		sqlite3_finalize(del);
 		del = NULL;
 		store_view_fingerprint(v, hex, sizeof hex);
@@ -410,7 +429,8 @@ store_reconcile(struct store *s, char *err, size_t errlen)
 		sqlite3_bind_text(del, 1, v->name, -1, SQLITE_STATIC);
 		sqlite3_bind_text(del, 2, hex, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_text(del, 3, v->source->topic, -1, SQLITE_STATIC);
-		sqlite3_step(del);
+		if (sqlite3_step(del) != SQLITE_DONE)
+			goto sqlfail;
 		sqlite3_finalize(del);
 		del = NULL;
 	}
@@ -433,12 +453,43 @@ out:
 	return rc;
 }
 
+/* Free every entity in memory (before a reload). */
+static void
+store_drop_memory(struct store *s)
+{
+	struct store_entity	*e, *next;
+
+	for (int i = 0; i < s->nshards; i++) {
+		struct store_shard *sh = &s->shards[i];
+
+		for (size_t b = 0; b < sh->nbuckets; b++) {
+			for (e = sh->buckets[b]; e != NULL; e = next) {
+				next = e->next;
+				entity_free(s, e);
+			}
+			sh->buckets[b] = NULL;
+		}
+		sh->nentities = 0;
+		memset(sh->view_entities, 0, s->nviews *
+		    sizeof *sh->view_entities);
+	}
+}
+
+/*
+ * Load every stored entity state.  A state that cannot be decoded (a
+ * damaged row, a bug in an older version) does not keep the daemon
+ * down: it is logged, the views of its topic lose their state and the
+ * topic its offsets, as for a changed view, and the rest is loaded again.
+ * retried: this is the second pass (a failure then is an error).
+ */
 static int
-store_load_entities(struct store *s, char *err, size_t errlen)
+store_load_entities(struct store *s, int retried, char *err, size_t errlen)
 {
 	sqlite3_stmt	*q = NULL;
-	size_t		 n = 0;
+	size_t		 n = 0, nstale = 0, cap = 0;
 	char		 derr[256];
+	char		**stale = NULL;
+	int		 rc = -1;
 
 	if (sqlite3_prepare_v2(s->db, "SELECT view, key, state FROM entity",
 	    -1, &q, NULL) != SQLITE_OK) {
@@ -463,10 +514,19 @@ store_load_entities(struct store *s, char *err, size_t errlen)
 		st = agg_state_decode(s->views[vi].plan, blob, len, derr,
 		    sizeof derr);
 		if (st == NULL) {
-			snprintf(err, errlen, "%s: view %s entity %.*s: %s",
-			    s->path, vname, (int)keylen, key ? key : "", derr);
-			sqlite3_finalize(q);
-			return -1;
+			if (retried) {
+				snprintf(err, errlen, "%s: view %s entity "
+				    "%.*s: %s", s->path, vname, (int)keylen,
+				    key ? key : "", derr);
+				goto out;
+			}
+			log_error("store", "%s: view %s entity %.*s cannot be "
+			    "decoded (%s); the views of topic %s are rebuilt "
+			    "from its beginning", s->path, vname, (int)keylen,
+			    key ? key : "", derr, v->source->topic);
+			store_stale_add(&stale, &nstale, &cap,
+			    v->source->topic);
+			continue;
 		}
 		h = store_key_hash(s, vi, key ? key : "", keylen);
 		sh = &s->shards[(h >> 40) % s->nshards];
@@ -474,8 +534,64 @@ store_load_entities(struct store *s, char *err, size_t errlen)
 		n++;
 	}
 	sqlite3_finalize(q);
+	q = NULL;
+	if (nstale > 0) {
+		store_drop_memory(s);
+		if (store_exec(s->db, "BEGIN IMMEDIATE", err, errlen) != 0)
+			goto out;
+		for (size_t i = 0; i < nstale; i++)
+			if (store_forget_topic(s, stale[i], err, errlen) != 0) {
+				sqlite3_exec(s->db, "ROLLBACK", NULL, NULL,
+				    NULL);
+				goto out;
+			}
+		/* view_def rows go with the topic: put the repo's back. */
+		for (size_t i = 0; i < s->repo->nviews; i++) {
+			const struct repo_view	*v = &s->repo->views[i];
+			char			 hex[32];
+			sqlite3_stmt		*ins;
+			int			 ok;
+
+			store_view_fingerprint(v, hex, sizeof hex);
+			if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO "
+			    "view_def(view, hash, topic) VALUES(?, ?, ?)", -1,
+			    &ins, NULL) != SQLITE_OK) {
+				snprintf(err, errlen, "sqlite: %s",
+				    sqlite3_errmsg(s->db));
+				sqlite3_exec(s->db, "ROLLBACK", NULL, NULL,
+				    NULL);
+				goto out;
+			}
+			sqlite3_bind_text(ins, 1, v->name, -1, SQLITE_STATIC);
+			sqlite3_bind_text(ins, 2, hex, -1, SQLITE_TRANSIENT);
+			sqlite3_bind_text(ins, 3, v->source->topic, -1,
+			    SQLITE_STATIC);
+			ok = sqlite3_step(ins) == SQLITE_DONE;
+			if (!ok)
+				snprintf(err, errlen, "sqlite: %s",
+				    sqlite3_errmsg(s->db));
+			sqlite3_finalize(ins);
+			if (!ok) {
+				sqlite3_exec(s->db, "ROLLBACK", NULL, NULL,
+				    NULL);
+				goto out;
+			}
+		}
+		if (store_exec(s->db, "COMMIT", err, errlen) != 0) {
+			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+			goto out;
+		}
+		rc = store_load_entities(s, 1, err, errlen);
+		goto out;
+	}
 	log_info("store", "%s: restored %zu entities", s->path, n);
-	return 0;
+	rc = 0;
+out:
+	sqlite3_finalize(q);
+	for (size_t i = 0; i < nstale; i++)
+		free(stale[i]);
+	free(stale);
+	return rc;
 }
 
 static void
@@ -535,7 +651,7 @@ store_open(const struct repo *repo, const char *path, int nshards,
 	    store_exec(s->db, "INSERT OR IGNORE INTO meta VALUES"
 	    "('schema_version', '" STORE_SCHEMA_VERSION "')", err, errlen) != 0 ||
 	    store_reconcile(s, err, errlen) != 0 ||
-	    store_load_entities(s, err, errlen) != 0)
+	    store_load_entities(s, 0, err, errlen) != 0)
 		goto fail;
 	if (m != NULL) {
 		s->m = m;
@@ -741,6 +857,7 @@ store_evict(struct store *s, int shard, int64_t now_ms)
 	int64_t			 horizon = now_ms - STORE_EVICT_SLACK_MS;
 	int64_t			 ts, off;
 	int32_t			 part;
+	int			 changed;
 
 	pthread_rwlock_wrlock(&sh->lock);
 	for (size_t b = 0; b < sh->nbuckets; b++) {
@@ -759,9 +876,15 @@ store_evict(struct store *s, int shard, int64_t now_ms)
 			if (agg_state_newest(e->st, &ts, &part, &off) == 0 &&
 			    ts > horizon)
 				continue;
-			agg_state_evict(v->plan, e->st, horizon);
+			/*
+			 * Rewrite the row only when eviction dropped data: an
+			 * idle entity's horizon alone is not worth a write of
+			 * every entity each minute.
+			 */
+			changed = agg_state_evict(v->plan, e->st, horizon);
 			if (!agg_state_is_empty(v->plan, e->st)) {
-				shard_mark_dirty(sh, e);
+				if (changed)
+					shard_mark_dirty(sh, e);
 				continue;
 			}
 			if (v->view->ttl_ms > 0 && ts + v->view->ttl_ms > now_ms)

@@ -1369,7 +1369,10 @@ test_open_errors(void **state)
 	assert_non_null(strstr(err, "unable to open database file"));
 	free(path);
 
-	/* A state row that does not decode: refused with where it is. */
+	/*
+	 * A state row that does not decode: logged, and the views of its
+	 * topic (orders) rebuilt from the beginning; clicks keeps its state.
+	 */
 	base_events(&x);
 	checkpoint(&x, 4, 2);
 	fx_close(&x);
@@ -1382,14 +1385,53 @@ test_open_errors(void **state)
 		    SQLITE_OK);
 		sqlite3_close(db);
 	}
-	x.repo = repo_load(x.dir, err, sizeof err);
-	assert_non_null(x.repo);
-	s = store_open(x.repo, x.db, 2, NULL, err, sizeof err);
-	assert_null(s);
-	path = xstrfmt("%s: view user_orders entity u1: ", x.db);
-	assert_non_null(strstr(err, path));
-	free(path);
-	x.s = NULL;
+	fx_open(&x);
+	assert_int_equal(store_view_entities(x.s,
+	    view_index(&x, "user_orders")), 0);
+	assert_true(store_view_entities(x.s,
+	    view_index(&x, "user_clicks")) > 0);
+	assert_int_equal(offset_of(&x, "orders", 0), -1);
+	assert_int_equal(offset_of(&x, "clicks", 0), 4);
+	assert_int_equal(db_rows(&x, "SELECT count(*) FROM entity WHERE view "
+	    "= ?", "user_orders"), 0);
+	/* Stays open on the next start, the view definitions intact. */
+	fx_reopen(&x, NULL);
+	assert_true(store_view_entities(x.s,
+	    view_index(&x, "user_clicks")) > 0);
+	assert_int_equal(offset_of(&x, "clicks", 0), 4);
+	fx_free(&x);
+}
+
+/* Eviction that drops nothing leaves the entity clean: no rewrite. */
+static void
+test_evict_idle_clean(void **state)
+{
+	struct fx		 x;
+	int64_t			 now = T0 + 2 * DAY;
+	struct store_ckpt	*c;
+
+	(void)state;
+	fx_init(&x, REPO_HEAD VIEW_USER_CLICKS);
+	click(&x, "idle", now - 10 * MIN, 1, 4, "f");
+	checkpoint(&x, 2, -1);
+	/* Its 1h and 1d tiles are all still in their windows. */
+	for (int i = 0; i < store_nshards(x.s); i++)
+		store_evict(x.s, i, now + 2 * MIN);
+	c = store_ckpt_new();
+	for (int i = 0; i < store_nshards(x.s); i++)
+		store_ckpt_collect(x.s, i, c);
+	assert_int_equal(store_ckpt_nentities(c), 0);
+	assert_true(store_ckpt_empty(c));
+	store_ckpt_free(c);
+	/* Two hours on its 1h tiles go: rewritten. */
+	for (int i = 0; i < store_nshards(x.s); i++)
+		store_evict(x.s, i, now + 2 * 60 * MIN);
+	c = store_ckpt_new();
+	for (int i = 0; i < store_nshards(x.s); i++)
+		store_ckpt_collect(x.s, i, c);
+	assert_int_equal(store_ckpt_nentities(c), 1);
+	assert_false(store_ckpt_empty(c));
+	store_ckpt_free(c);
 	fx_free(&x);
 }
 
@@ -1920,6 +1962,7 @@ main(void)
 		cmocka_unit_test(test_view_moves_topic),
 		cmocka_unit_test(test_view_order),
 		cmocka_unit_test(test_evict),
+		cmocka_unit_test(test_evict_idle_clean),
 		cmocka_unit_test(test_sizes),
 		cmocka_unit_test(test_value_json),
 		cmocka_unit_test(test_value_text),
