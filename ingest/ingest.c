@@ -181,6 +181,7 @@ struct ingest {
 	int64_t			 last_ckpt_ms;
 	struct metric_family	*m_events;
 	struct metric_family	*m_lag;
+	struct metric_family	*m_resets;
 	struct metric		*m_fresh;
 	struct metric		*m_dlq_fail;
 	struct metric		*m_ckpt_fail;
@@ -1104,6 +1105,78 @@ update_lag(struct ingest *in)
 	}
 }
 
+/*
+ * A partition's position is out of the log's range (retention deleted
+ * what we had not read, or the topic was recreated).  librdkafka runs
+ * with auto.offset.reset=error so that this is not silent: say what is
+ * lost, count it, and go on from the earliest offset there is.
+ */
+static void
+offset_reset(struct ingest *in, const rd_kafka_message_t *msg)
+{
+	const char			*topic = rd_kafka_topic_name(msg->rkt);
+	struct ingest_part		*p = part_get(in, topic, msg->partition);
+	rd_kafka_topic_partition_list_t	*l;
+	rd_kafka_error_t		*e;
+	rd_kafka_resp_err_t		 err;
+	int64_t				 lo = -1, hi = -1;
+	char				 part[16];
+
+	rd_kafka_query_watermark_offsets(in->rk, topic, msg->partition, &lo,
+	    &hi, 5000);
+	log_error("ingest", "%s [%d]: offset %lld is out of the log's range "
+	    "(%lld..%lld); resuming at the earliest offset %lld: %s", topic,
+	    (int)msg->partition, (long long)(p->next >= 0 ? p->next :
+	    msg->offset), (long long)lo, (long long)hi, (long long)lo,
+	    rd_kafka_message_errstr(msg));
+	snprintf(part, sizeof part, "%d", (int)msg->partition);
+	metric_inc(metric_get(in->m_resets, topic, part));
+	/* Whatever comes now is new to us, even below our old position. */
+	p->next = -1;
+	/*
+	 * The fetcher of that partition has stopped and a seek is refused
+	 * (librdkafka issue 2961): assign it again at the earliest offset;
+	 * the others go on from their positions.
+	 */
+	if (strcmp(rd_kafka_rebalance_protocol(in->rk), "COOPERATIVE") == 0) {
+		l = rd_kafka_topic_partition_list_new(1);
+		rd_kafka_topic_partition_list_add(l, topic,
+		    msg->partition)->offset = lo >= 0 ? lo :
+		    RD_KAFKA_OFFSET_BEGINNING;
+		if ((e = rd_kafka_incremental_unassign(in->rk, l)) == NULL)
+			e = rd_kafka_incremental_assign(in->rk, l);
+		if (e != NULL) {
+			log_error("ingest", "%s [%d]: assign: %s", topic,
+			    (int)msg->partition, rd_kafka_error_string(e));
+			rd_kafka_error_destroy(e);
+		}
+		rd_kafka_topic_partition_list_destroy(l);
+		return;
+	}
+	if (rd_kafka_assignment(in->rk, &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return;
+	for (int i = 0; i < l->cnt; i++) {
+		rd_kafka_topic_partition_t	*tp = &l->elems[i];
+		struct ingest_part		*q = part_find(in, tp->topic,
+						    tp->partition);
+		int64_t				 next;
+
+		if (q == p)
+			tp->offset = lo >= 0 ? lo : RD_KAFKA_OFFSET_BEGINNING;
+		else if (q != NULL && q->next >= 0)
+			tp->offset = q->next;
+		else if (store_offset_get(in->store, tp->topic,
+		    tp->partition, &next) == 0)
+			tp->offset = next;
+		else
+			tp->offset = RD_KAFKA_OFFSET_BEGINNING;
+	}
+	if ((err = rd_kafka_assign(in->rk, l)) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		log_error("ingest", "%s [%d]: assign: %s", topic,
+		    (int)msg->partition, rd_kafka_err2str(err));
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
 static void *
 consumer_main(void *arg)
 {
@@ -1136,6 +1209,9 @@ consumer_main(void *arg)
 
 				atomic_store(&p->eof_at_ms, now);
 				atomic_store(&p->lag, 0);
+			} else if (msg->err ==
+			    RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET) {
+				offset_reset(in, msg);
 			} else if (msg->err) {
 				log_warn("ingest", "consumer: %s",
 				    rd_kafka_message_errstr(msg));
@@ -1376,6 +1452,10 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 	in->m_lag = metrics_gauge(m, "mlopsd_ingest_lag_messages",
 	    "Messages between the consumer's position and the partition head.",
 	    "topic,partition");
+	in->m_resets = metrics_counter(m,
+	    "mlopsd_ingest_offset_resets_total",
+	    "Positions out of the log's range (retention), reset to earliest.",
+	    "topic,partition");
 	in->m_fresh = metric_get(metrics_histogram(m,
 	    "mlopsd_feature_freshness_seconds",
 	    "Time from an event's timestamp to its effect being visible online.",
@@ -1417,7 +1497,7 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 	if (kconf_set(kc, "group.id", cfg->kafka.group, err, errlen) != 0 ||
 	    kconf_set(kc, "enable.auto.commit", "false", err, errlen) != 0 ||
 	    kconf_set(kc, "enable.auto.offset.store", "false", err, errlen) != 0 ||
-	    kconf_set(kc, "auto.offset.reset", "earliest", err, errlen) != 0 ||
+	    kconf_set(kc, "auto.offset.reset", "error", err, errlen) != 0 ||
 	    kconf_set(kc, "enable.partition.eof", "true", err, errlen) != 0)
 		goto fail;
 	/*

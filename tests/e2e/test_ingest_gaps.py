@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""End-to-end: ingest when its stored state or position cannot be used.
+
+* A stored offset out of the log's range (retention deleted what was not
+  read yet, or the topic was recreated) is reset to the earliest offset,
+  loudly: an error naming topic, partition, stored and new offset, and
+  mlopsd_ingest_offset_resets_total{topic,partition}.
+* An entity state the store cannot decode does not keep the daemon down:
+  the views of its topic are rebuilt from the topic, to the same values.
+"""
+
+import os
+import random
+import re
+import sqlite3
+import time
+
+from mtest import import_optional, run, skip, test, wait_until
+import events as ev
+import oracle
+from oracle import Feature, View
+
+ck = import_optional("confluent_kafka")
+
+ENTITIES = [("merchant", ["merchant_id"])]
+ORDERS_SOURCE = {"name": "orders", "topic": "orders", "format": "json",
+                 "timestamp_field": "created_at"}
+MERCHANT_ORDERS = View(
+    "merchant_orders", "merchant", "merchant_id", "orders",
+    [("1h", "5m"), ("7d", "1d")],
+    [Feature("orders", "count"),
+     Feature("revenue", "sum", "amount"),
+     Feature("last_status", "last", "status"),
+     Feature("recent_amounts", "last_n", "amount", 3)],
+    ttl="30d")
+# A restarted daemon rejoins its group without waiting out the default
+# 45 s session of its previous incarnation.
+PROPS = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+
+
+def stack(views, sources=(ORDERS_SOURCE,), **kw):
+    return ev.Stack(oracle.repo_yaml(ENTITIES, list(sources), views), **kw)
+
+
+def need_clients():
+    if ck is None:
+        skip("python3-confluent-kafka not installed")
+
+
+def db_path(d):
+    return os.path.join(d.data_dir, "online.db")
+
+
+def snapshot(d, keys):
+    out = {}
+    c = ev.Client(d)
+    try:
+        for k in keys:
+            status, body = c.get_json("/v1/features/merchant_orders/%s" % k)
+            assert status == 200, (k, status, body)
+            body.pop("as_of", None)
+            body.pop("metadata", None)
+            out[k] = body
+    finally:
+        c.close()
+    return out
+
+
+def resets(d):
+    text = d.get("/metrics").text
+    return {re.search(r'partition="(\d+)"', k).group(1): int(v)
+            for k, v in ev.metric_values(
+                text, "mlopsd_ingest_offset_resets_total").items()}
+
+
+@test
+def offset_out_of_range_is_reset_loudly():
+    need_clients()
+    rng = random.Random(11)
+    now = int(time.time() * 1000)
+    s = stack([MERCHANT_ORDERS], properties=PROPS)
+    d = s.daemon()
+    msgs = ev.orders_stream(rng, now, n=400, nentities=20)
+    s.produce("orders", msgs)
+    ev.wait_counted(d, "orders", len(msgs))
+    assert resets(d) == {}, resets(d)
+    d.stop()
+    per_part = {}
+    for m in msgs:
+        per_part[m.partition] = max(per_part.get(m.partition, -1), m.offset)
+    # As if the topic had been recreated: partition 1's position is far
+    # beyond its end.
+    db = sqlite3.connect(db_path(d))
+    db.execute("UPDATE kafka_offset SET next_offset = 1000000 WHERE "
+               "topic = 'orders' AND partition = 1")
+    db.commit()
+    db.close()
+    ev.restart(d)
+    line = d.wait_log(r"orders \[1\]: offset 1000000 is out of the log's "
+                      r"range", timeout=20).string
+    assert "resuming at the earliest offset 0" in line, line
+    wait_until(lambda: resets(d) == {"1": 1}, 10, what="reset counted")
+    # Partition 1 is read again from its beginning; the others are not.
+    c = ev.wait_counted(d, "orders", per_part[1] + 1)
+    time.sleep(1)
+    c = ev.ingest_counts(d, "orders")
+    assert sum(c.values()) == per_part[1] + 1, (c, per_part)
+    d.stop()
+    assert d.proc.returncode == 0, d.log()
+    print("# partition 1: %d messages read again after the reset"
+          % (per_part[1] + 1))
+
+
+@test
+def undecodable_state_rebuilds_its_topic():
+    need_clients()
+    rng = random.Random(12)
+    now = int(time.time() * 1000)
+    s = stack([MERCHANT_ORDERS], properties=PROPS)
+    d = s.daemon()
+    msgs = ev.orders_stream(rng, now, n=1000, nentities=20)
+    s.produce("orders", msgs)
+    ev.wait_counted(d, "orders", len(msgs))
+    keys = sorted({str(e["fields"]["merchant_id"])
+                   for e in ev.accepted(msgs)})[:10]
+    before = snapshot(d, keys)
+    d.stop()
+    db = sqlite3.connect(db_path(d))
+    n = db.execute("UPDATE entity SET state = x'0102' WHERE key = "
+                   "(SELECT key FROM entity LIMIT 1)").rowcount
+    db.commit()
+    db.close()
+    assert n == 1, n
+    ev.restart(d)
+    line = d.wait_log(r"cannot be decoded", timeout=10).string
+    assert "the views of topic orders are rebuilt from its beginning" in \
+        line, line
+    ev.wait_counted(d, "orders", len(msgs))
+    after = snapshot(d, keys)
+    assert after == before, (before, after)
+    d.stop()
+    assert d.proc.returncode == 0, d.log()
+
+
+if __name__ == "__main__":
+    run()
