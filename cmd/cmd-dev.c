@@ -10,7 +10,8 @@
  * ($TMPDIR/mlopsd-dev.XXXXXX when TMPDIR is set, else ./mlopsd-dev, kept
  * after exit).  The Kafka starts empty on every run, so the online store
  * in that directory is removed at start: its positions would point past
- * the head of the new topics.
+ * the head of the new topics.  The SQLite offline store (offline.db) goes
+ * with it: its (partition, offset) keys would collide with the new run's.
  *
  * The repo is --repo DIR, else the example repo, looked for in order at
  * $MLOPSD_SRCDIR/examples/repo (the source tree: `make check` sets it),
@@ -124,6 +125,7 @@ cmd_dev_fresh_store(const char *dir, char *err, size_t errlen)
 {
 	static const char *const files[] = {
 		"online.db", "online.db-wal", "online.db-shm",
+		"offline.db", "offline.db-wal", "offline.db-shm",
 	};
 	char	*path;
 	size_t	 i;
@@ -132,10 +134,11 @@ cmd_dev_fresh_store(const char *dir, char *err, size_t errlen)
 	for (i = 0; i < sizeof files / sizeof files[0] && rc == 0; i++) {
 		path = xstrfmt("%s/%s", dir, files[i]);
 		if (unlink(path) == 0) {
-			if (i == 0)
-				log_info("dev", "removed the online store of an "
+			if (i == 0 || i == 3)
+				log_info("dev", "removed the %s store of an "
 				    "earlier run (%s): the in-process Kafka "
-				    "starts empty", path);
+				    "starts empty", i == 0 ? "online" :
+				    "offline", path);
 		} else if (errno != ENOENT) {
 			snprintf(err, errlen, "cannot remove %s: %s", path,
 			    strerror(errno));

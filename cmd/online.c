@@ -26,8 +26,11 @@
 #include "features/features.h"
 #include "features/store.h"
 #include "ingest/ingest.h"
+#include "offline/offline.h"
 
 #define ONLINE_SHARDS	8
+/* Of the 10 s stop budget: shipping the outbox's tail to the offline store. */
+#define ONLINE_OFFLINE_STOP_MS	3000
 
 struct online {
 	struct daemon		*d;
@@ -36,6 +39,7 @@ struct online {
 	char			*dbpath;
 	struct repo		*repo;
 	struct store		*store;
+	struct offline		*offline;	/* NULL: could not be opened */
 	/*
 	 * ingest: replaced by a reload on the main thread while /readyz
 	 * asks it on HTTP threads; ilock guards the pointer, and is held
@@ -83,6 +87,22 @@ online_stop(void *arg)
 	struct online	*o = arg;
 
 	ingest_stop(o->ingest);
+	offline_stop(o->offline, ONLINE_OFFLINE_STOP_MS);
+}
+
+/* Open the offline store over o->repo and ship o->store's outbox. */
+static int
+online_offline_start(struct online *o, char *err, size_t errlen)
+{
+	o->offline = offline_open(o->cfg, o->repo, o->m, err, errlen);
+	if (o->offline == NULL)
+		return -1;
+	if (offline_start(o->offline, o->store, err, errlen) != 0) {
+		offline_close(o->offline);
+		o->offline = NULL;
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -105,6 +125,9 @@ online_reload(void *arg, char *err, size_t errlen)
 	}
 	/* Stop at a checkpoint so the new store opens on a settled database. */
 	ingest_free(online_set_ingest(o, NULL));
+	offline_stop(o->offline, ONLINE_OFFLINE_STOP_MS);
+	offline_close(o->offline);
+	o->offline = NULL;
 	store = store_open(repo, o->dbpath, ONLINE_SHARDS, o->m, err, errlen);
 	if (store == NULL) {
 		/* Keep the running repo and store; ingest restarts on them. */
@@ -118,6 +141,9 @@ online_reload(void *arg, char *err, size_t errlen)
 		log_info("online", "feature repo %s loaded: %zu views",
 		    repo->hash_hex, repo->nviews);
 	}
+	if (online_offline_start(o, ierr, sizeof ierr) != 0)
+		log_error("online", "offline store: %s; accepted events wait "
+		    "in the outbox", ierr);
 	in = ingest_new(o->cfg, o->store, o->m, &o->opt, ierr, sizeof ierr);
 	if (in == NULL || ingest_start(in, ierr, sizeof ierr) != 0) {
 		log_error("online", "ingest: %s", ierr);
@@ -168,7 +194,8 @@ online_new(struct daemon *d, const struct ingest_options *opt, char *err,
 	daemon_on_ready(d, online_ready, o);
 	daemon_on_stop(d, online_stop, o);
 	daemon_on_reload(d, online_reload, o);
-	if (ingest_start(o->ingest, err, errlen) != 0)
+	if (online_offline_start(o, err, errlen) != 0 ||
+	    ingest_start(o->ingest, err, errlen) != 0)
 		goto fail;
 	log_info("online", "feature repo %s (%s): %zu views, %zu sources",
 	    o->cfg->repo, o->repo->hash_hex, o->repo->nviews,
@@ -185,6 +212,7 @@ online_free(struct online *o)
 	if (o == NULL)
 		return;
 	ingest_free(o->ingest);
+	offline_close(o->offline);
 	feature_api_free(o->api);
 	store_close(o->store);
 	repo_free(o->repo);

@@ -121,6 +121,13 @@ struct store_ckpt {
 	struct store_held	*held;
 	size_t			 nheld, heldcap;
 	int			 held_replace;
+	struct ckpt_outbox {
+		void		*blob;
+		size_t		 len;
+		size_t		 nevents;
+		int64_t		 first_ms;
+	}			*outbox;
+	size_t			 noutbox, outboxcap;
 };
 
 /*
@@ -266,7 +273,11 @@ static const char store_schema[] =
     "CREATE TABLE IF NOT EXISTS held_message(topic TEXT NOT NULL,"
     " partition INTEGER NOT NULL, offset INTEGER NOT NULL,"
     " due_ms INTEGER NOT NULL, key BLOB, payload BLOB,"
-    " PRIMARY KEY(topic, partition, offset)) WITHOUT ROWID;";
+    " PRIMARY KEY(topic, partition, offset)) WITHOUT ROWID;"
+    /* AUTOINCREMENT: a seq is never reused once trimmed (the offline
+       backend remembers the last seq it shipped). */
+    "CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " data BLOB NOT NULL, nevents INTEGER NOT NULL, first_ms INTEGER NOT NULL);";
 
 /*
  * What the stored states of a view depend on: its definition (v->hash)
@@ -918,6 +929,9 @@ store_ckpt_free(struct store_ckpt *c)
 	for (size_t i = 0; i < c->noffs; i++)
 		free(c->offs[i].topic);
 	store_held_free(c->held, c->nheld);
+	for (size_t i = 0; i < c->noutbox; i++)
+		free(c->outbox[i].blob);
+	free(c->outbox);
 	free(c->ents);
 	free(c->offs);
 	pthread_mutex_destroy(&c->lock);
@@ -1020,7 +1034,23 @@ store_ckpt_held_replace(struct store_ckpt *c)
 int
 store_ckpt_empty(const struct store_ckpt *c)
 {
-	return c->nents == 0 && c->noffs == 0 && !c->held_replace;
+	return c->nents == 0 && c->noffs == 0 && !c->held_replace &&
+	    c->noutbox == 0;
+}
+
+void
+store_ckpt_outbox(struct store_ckpt *c, void *blob, size_t len,
+    size_t nevents, int64_t first_ms)
+{
+	pthread_mutex_lock(&c->lock);
+	c->outbox = xgrow(c->outbox, &c->outboxcap, c->noutbox + 1,
+	    sizeof *c->outbox);
+	c->outbox[c->noutbox].blob = blob;
+	c->outbox[c->noutbox].len = len;
+	c->outbox[c->noutbox].nevents = nevents;
+	c->outbox[c->noutbox].first_ms = first_ms;
+	c->noutbox++;
+	pthread_mutex_unlock(&c->lock);
 }
 
 size_t
@@ -1034,6 +1064,7 @@ store_ckpt_write(struct store *s, struct store_ckpt *c, char *err,
     size_t errlen)
 {
 	sqlite3_stmt	*up = NULL, *del = NULL, *off = NULL, *held = NULL;
+	sqlite3_stmt	*ob = NULL;
 	uint64_t	 t0 = util_mono_ns();
 
 	if (store_exec(s->db, "BEGIN IMMEDIATE", err, errlen) != 0)
@@ -1047,7 +1078,9 @@ store_ckpt_write(struct store *s, struct store_ckpt *c, char *err,
 	    NULL) != SQLITE_OK ||
 	    sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO held_message"
 	    "(topic, partition, offset, due_ms, key, payload) VALUES(?, ?, ?, "
-	    "?, ?, ?)", -1, &held, NULL) != SQLITE_OK)
+	    "?, ?, ?)", -1, &held, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(s->db, "INSERT INTO outbox(data, nevents, "
+	    "first_ms) VALUES(?, ?, ?)", -1, &ob, NULL) != SQLITE_OK)
 		goto sqlfail;
 	for (size_t i = 0; i < c->nents; i++) {
 		struct ckpt_entity	*e = &c->ents[i];
@@ -1091,10 +1124,20 @@ store_ckpt_write(struct store *s, struct store_ckpt *c, char *err,
 			sqlite3_reset(held);
 		}
 	}
+	for (size_t i = 0; i < c->noutbox; i++) {
+		sqlite3_bind_blob64(ob, 1, c->outbox[i].blob,
+		    c->outbox[i].len, SQLITE_STATIC);
+		sqlite3_bind_int64(ob, 2, (sqlite3_int64)c->outbox[i].nevents);
+		sqlite3_bind_int64(ob, 3, c->outbox[i].first_ms);
+		if (sqlite3_step(ob) != SQLITE_DONE)
+			goto sqlfail;
+		sqlite3_reset(ob);
+	}
 	sqlite3_finalize(up);
 	sqlite3_finalize(del);
 	sqlite3_finalize(off);
 	sqlite3_finalize(held);
+	sqlite3_finalize(ob);
 	if (store_exec(s->db, "COMMIT", err, errlen) != 0)
 		goto rollback_only;
 	if (s->m_ckpt_seconds != NULL) {
@@ -1110,6 +1153,7 @@ rollback:
 	sqlite3_finalize(del);
 	sqlite3_finalize(off);
 	sqlite3_finalize(held);
+	sqlite3_finalize(ob);
 rollback_only:
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	return -1;
@@ -1358,4 +1402,136 @@ store_lookup(struct store *s, size_t view, const char *key, size_t keylen,
 	while (lj.n > 0)
 		json_decref(values[--lj.n]);
 	return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* The offline outbox, read by the offline shipper on its own thread. */
+
+int
+store_outbox_read(struct store *s, int64_t after_seq, int64_t max_events,
+    struct store_outbox **out, size_t *n)
+{
+	sqlite3_stmt		*q;
+	struct store_outbox	*o = NULL;
+	size_t			 cap = 0, len = 0;
+	int64_t			 events = 0;
+	int			 rc = 0, step;
+
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&s->dblock);
+	if (sqlite3_prepare_v2(s->db, "SELECT seq, data, nevents, first_ms "
+	    "FROM outbox WHERE seq > ? ORDER BY seq", -1, &q, NULL) !=
+	    SQLITE_OK) {
+		pthread_mutex_unlock(&s->dblock);
+		return -1;
+	}
+	sqlite3_bind_int64(q, 1, after_seq);
+	while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+		struct store_outbox	*x;
+		size_t			 bl = (size_t)sqlite3_column_bytes(q, 1);
+		int64_t			 ne = sqlite3_column_int64(q, 2);
+
+		if (len > 0 && events + ne > max_events)
+			break;
+		o = xgrow(o, &cap, len + 1, sizeof *o);
+		x = &o[len++];
+		x->seq = sqlite3_column_int64(q, 0);
+		x->len = bl;
+		x->data = xmalloc(bl ? bl : 1);
+		if (bl)
+			memcpy(x->data, sqlite3_column_blob(q, 1), bl);
+		x->nevents = ne;
+		x->first_ms = sqlite3_column_int64(q, 3);
+		events += ne;
+	}
+	if (step != SQLITE_ROW && step != SQLITE_DONE)
+		rc = -1;
+	sqlite3_finalize(q);
+	pthread_mutex_unlock(&s->dblock);
+	if (rc != 0) {
+		store_outbox_free(o, len);
+		return -1;
+	}
+	*out = o;
+	*n = len;
+	return 0;
+}
+
+void
+store_outbox_free(struct store_outbox *o, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(o[i].data);
+	free(o);
+}
+
+/* Run one statement binding a single int64; 0 or -1.  Caller holds dblock. */
+static int
+store_exec_i64(struct store *s, const char *sql, int64_t v)
+{
+	sqlite3_stmt	*q;
+	int		 rc;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_int64(q, 1, v);
+	rc = sqlite3_step(q);
+	sqlite3_finalize(q);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : -1;
+}
+
+int
+store_outbox_trim(struct store *s, int64_t upto_seq)
+{
+	int	rc;
+
+	pthread_mutex_lock(&s->dblock);
+	rc = store_exec_i64(s, "DELETE FROM outbox WHERE seq <= ?", upto_seq);
+	pthread_mutex_unlock(&s->dblock);
+	return rc;
+}
+
+int
+store_outbox_pending(struct store *s, int64_t after_seq, int64_t *nevents,
+    int64_t *oldest_ms)
+{
+	sqlite3_stmt	*q;
+	int		 rc = -1;
+
+	*nevents = 0;
+	*oldest_ms = -1;
+	pthread_mutex_lock(&s->dblock);
+	if (sqlite3_prepare_v2(s->db, "SELECT coalesce(sum(nevents), 0), "
+	    "min(first_ms) FROM outbox WHERE seq > ?", -1, &q, NULL) !=
+	    SQLITE_OK)
+		goto out;
+	sqlite3_bind_int64(q, 1, after_seq);
+	if (sqlite3_step(q) == SQLITE_ROW) {
+		*nevents = sqlite3_column_int64(q, 0);
+		if (sqlite3_column_type(q, 1) != SQLITE_NULL)
+			*oldest_ms = sqlite3_column_int64(q, 1);
+		rc = 0;
+	}
+	sqlite3_finalize(q);
+out:
+	pthread_mutex_unlock(&s->dblock);
+	return rc;
+}
+
+int
+store_outbox_floor(struct store *s, int64_t seq)
+{
+	int	rc;
+
+	pthread_mutex_lock(&s->dblock);
+	/* sqlite_sequence has a row once the table has had one. */
+	rc = store_exec_i64(s, "INSERT OR IGNORE INTO sqlite_sequence(name, "
+	    "seq) SELECT 'outbox', 0 WHERE NOT EXISTS (SELECT 1 FROM "
+	    "sqlite_sequence WHERE name = 'outbox') AND ? IS NOT NULL", 0);
+	if (rc == 0)
+		rc = store_exec_i64(s, "UPDATE sqlite_sequence SET seq = ? "
+		    "WHERE name = 'outbox' AND seq < ?1", seq);
+	pthread_mutex_unlock(&s->dblock);
+	return rc;
 }

@@ -95,11 +95,51 @@ void		 store_ckpt_held(struct store_ckpt *c, const struct store_held *h);
 /* Replace the stored held messages with those of c (even when c has none). */
 void		 store_ckpt_held_replace(struct store_ckpt *c);
 size_t		 store_ckpt_nentities(const struct store_ckpt *c);
-/* Nothing to write: no entity, offset or held-message change. */
+/* Nothing to write: no entity, offset, held-message or outbox change. */
 int		 store_ckpt_empty(const struct store_ckpt *c);
+/*
+ * The offline outbox (offline/, docs/design-offline.md): attach one
+ * encoded batch of accepted events to c, written as one outbox row in the
+ * same transaction as the states and offsets.  c takes ownership of blob
+ * (malloc'd).  first_ms: wall-clock time the batch's first event was
+ * accepted.  At most one per checkpoint; a second call replaces nothing,
+ * it adds another row.
+ */
+void		 store_ckpt_outbox(struct store_ckpt *c, void *blob, size_t len,
+		    size_t nevents, int64_t first_ms);
 /* Write c in one transaction.  Returns 0, or -1 (nothing written). */
 int		 store_ckpt_commit(struct store *s, struct store_ckpt *c,
 		    char *err, size_t errlen);
+
+/* A committed outbox row, for the offline shipper. */
+struct store_outbox {
+	int64_t		 seq;
+	void		*data;		/* owned: store_outbox_free() */
+	size_t		 len;
+	int64_t		 nevents;
+	int64_t		 first_ms;
+};
+/*
+ * Outbox rows with seq > after_seq in seq order: at least one (when there
+ * is any) and then more while their events stay within max_events.
+ * Caller frees with store_outbox_free().  Any thread.  Returns 0 or -1.
+ */
+int		 store_outbox_read(struct store *s, int64_t after_seq,
+		    int64_t max_events, struct store_outbox **out, size_t *n);
+void		 store_outbox_free(struct store_outbox *o, size_t n);
+/* Delete outbox rows with seq <= upto_seq.  Any thread.  0 or -1. */
+int		 store_outbox_trim(struct store *s, int64_t upto_seq);
+/*
+ * Pending outbox: events in rows with seq > after_seq and the first_ms of
+ * the oldest of them (-1 when none).  Any thread.  0 or -1.
+ */
+int		 store_outbox_pending(struct store *s, int64_t after_seq,
+		    int64_t *nevents, int64_t *oldest_ms);
+/*
+ * Make the next outbox seq greater than seq (the backend has shipped up
+ * to seq, e.g. from an online store that was deleted since).  0 or -1.
+ */
+int		 store_outbox_floor(struct store *s, int64_t seq);
 
 /* Number of entities of a view in memory. */
 size_t		 store_view_entities(struct store *s, size_t view);

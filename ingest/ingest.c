@@ -36,6 +36,7 @@
 #include "features/features.h"
 #include "features/store.h"
 #include "ingest/ingest-internal.h"
+#include "offline/offline.h"
 
 #define INGEST_BATCH		1024
 #define INGEST_FUTURE_DLQ_MS	(60 * 60 * 1000)	/* beyond: dead-letter */
@@ -154,6 +155,8 @@ struct ingest {
 	struct ingest_held	*held;
 	size_t			 nheld, heldcap;
 	int			 held_dirty;
+	/* Accepted events since the last checkpoint: its outbox row. */
+	struct offline_batch	*obatch;
 
 	pthread_t		 thread;
 	int			 started;
@@ -542,18 +545,10 @@ ingest_decide(struct ingest *in, size_t si, const void *payload, size_t len,
 		    "range", (long long)ev.ts_ms);
 		return R_BAD;
 	}
-	if (ev.ts_ms > now + s->max_future_ms) {
-		if (ev.ts_ms > now + INGEST_FUTURE_DLQ_MS) {
-			snprintf(reason, reasonlen, "future_timestamp: %lld is "
-			    "%llds ahead of the daemon clock (limit 1h)",
-			    (long long)ev.ts_ms,
-			    (long long)((ev.ts_ms - now) / 1000));
-			return R_BAD;
-		}
-		if (allow_hold)
-			return R_HELD;
-	}
-	/* Check every view first so a bad event changes nothing. */
+	/*
+	 * Check every view first so a bad event changes nothing, and before
+	 * holding one: a held event is in the offline copy already.
+	 */
 	for (size_t i = 0; i < s->nviews; i++) {
 		char tmp[256];
 
@@ -569,6 +564,25 @@ ingest_decide(struct ingest *in, size_t si, const void *payload, size_t len,
 			return R_BAD;
 		}
 	}
+	if (ev.ts_ms > now + s->max_future_ms) {
+		if (ev.ts_ms > now + INGEST_FUTURE_DLQ_MS) {
+			snprintf(reason, reasonlen, "future_timestamp: %lld is "
+			    "%llds ahead of the daemon clock (limit 1h)",
+			    (long long)ev.ts_ms,
+			    (long long)((ev.ts_ms - now) / 1000));
+			return R_BAD;
+		}
+		if (allow_hold) {
+			/* Held events reach the offline copy when accepted. */
+			offline_batch_add(in->obatch, s->src, partition, offset,
+			    ev.ts_ms, ev.values);
+			return R_HELD;
+		}
+	}
+	/* A released held event was copied when it was held. */
+	if (allow_hold)
+		offline_batch_add(in->obatch, s->src, partition, offset,
+		    ev.ts_ms, ev.values);
 	ingest_accept(in, si, &ev, partition, offset);
 	return R_OK;
 }
@@ -966,6 +980,7 @@ ingest_checkpoint(struct ingest *in, int wait)
 			p->stored = p->next;
 		}
 	}
+	offline_batch_flush(in->obatch, c);
 	if (in->held_dirty) {
 		store_ckpt_held_replace(c);
 		for (size_t i = 0; i < in->nheld; i++)
@@ -1427,6 +1442,7 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 	rd_kafka_topic_partition_list_t *topics = NULL;
 	rd_kafka_resp_err_t	 kr;
 
+	in->obatch = offline_batch_new();
 	in->cfg = cfg;
 	in->store = store;
 	in->repo = store_repo(store);
@@ -1690,6 +1706,7 @@ ingest_free(struct ingest *in)
 		free(in->held[i].h.payload);
 	}
 	free(in->held);
+	offline_batch_free(in->obatch);
 	for (int i = 0; in->shards != NULL && i < in->nthreads; i++) {
 		struct ingest_shard	*t = &in->shards[i];
 		struct shard_batch	*b, *next;
