@@ -207,6 +207,7 @@ struct ev {
 struct evs {
 	struct ev	*e;
 	size_t		 n, cap;
+	size_t		 nf;	/* fields of the scanned view's source */
 };
 
 static void
@@ -255,9 +256,10 @@ on_rec(void *arg, const struct offline_rec *r)
 static int
 on_event(void *arg, const struct offline_event *ev)
 {
-	/* fields: up to 8 of them in these repos. */
-	keep(arg, ev->partition, ev->offset, ev->ts, ev->key, ev->keylen,
-	    ev->fields, 6);
+	struct evs	*out = arg;
+
+	keep(out, ev->partition, ev->offset, ev->ts, ev->key, ev->keylen,
+	    ev->fields, out->nf);
 	return 0;
 }
 
@@ -481,11 +483,13 @@ static int
 scan(struct fx *x, const char *view, int64_t max_ts, const char *const *keys,
     size_t nkeys, struct evs *out)
 {
-	char	err[256];
-	int	rc;
+	const struct repo_view	*v = repo_view_find(x->repo, view);
+	char			 err[256];
+	int			 rc;
 
-	rc = offline_scan_view(x->off, repo_view_find(x->repo, view), max_ts,
-	    keys, nkeys, on_event, out, err, sizeof err);
+	out->nf = v->source->nfields;
+	rc = offline_scan_view(x->off, v, max_ts, keys, nkeys, on_event, out,
+	    err, sizeof err);
 	if (rc != 0)
 		fail_msg("scan %s: %s", view, err);
 	return rc;
