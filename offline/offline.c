@@ -290,12 +290,51 @@ offline_open(const struct config *cfg, const struct repo *repo,
 	return o;
 }
 
+/* Composite keys: an ordered scan of the view filtered by key. */
+struct offline_filter {
+	const char		**want;		/* sorted */
+	size_t			  nwant;
+	offline_event_fn	  fn;
+	void			 *arg;
+};
+
+static int
+offline_want_cmp(const void *k, const void *elem)
+{
+	return strcmp(k, *(const char *const *)elem);
+}
+
+static int
+offline_filter_event(void *arg, const struct offline_event *ev)
+{
+	struct offline_filter	*f = arg;
+
+	if (bsearch(ev->key, f->want, f->nwant, sizeof *f->want,
+	    offline_want_cmp) == NULL)
+		return 0;
+	return f->fn(f->arg, ev);
+}
+
 int
 offline_scan_view(struct offline *o, const struct repo_view *view,
     int64_t max_ts, const char *const *keys, size_t nkeys,
     offline_event_fn fn, void *arg, char *err, size_t errlen)
 {
-	int	rc;
+	struct offline_filter	 f = { NULL, 0, fn, arg };
+	int			 rc;
+
+	/*
+	 * Backends look single keys up by their index; a composite key is
+	 * split into typed parts only by rendering rows, so filter here.
+	 */
+	if (nkeys > 0 && view->njoin_keys > 1) {
+		f.want = offline_keys_sorted(keys, nkeys);
+		f.nwant = nkeys;
+		fn = offline_filter_event;
+		arg = &f;
+		keys = NULL;
+		nkeys = 0;
+	}
 
 	pthread_mutex_lock(&o->lock);
 	if (o->b == NULL)
@@ -309,6 +348,7 @@ offline_scan_view(struct offline *o, const struct repo_view *view,
 		rc = o->ops->scan(o->b, view, max_ts, keys, nkeys, fn, arg,
 		    err, errlen);
 	pthread_mutex_unlock(&o->lock);
+	free(f.want);
 	return rc;
 }
 

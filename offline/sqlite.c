@@ -460,29 +460,7 @@ struct sq_scan {
 	size_t			  keycap;
 	offline_event_fn	  fn;
 	void			 *arg;
-	/* Composite keys: only these (sorted), then the user's callback. */
-	const char		**want;
-	size_t			  nwant;
-	offline_event_fn	  ufn;
-	void			 *uarg;
 };
-
-static int
-sq_want_cmp(const void *k, const void *elem)
-{
-	return strcmp(k, *(const char *const *)elem);
-}
-
-static int
-sq_filter(void *arg, const struct offline_event *ev)
-{
-	struct sq_scan	*sc = arg;
-
-	if (bsearch(ev->key, sc->want, sc->nwant, sizeof *sc->want,
-	    sq_want_cmp) == NULL)
-		return 0;
-	return sc->ufn(sc->uarg, ev);
-}
 
 /* Run q (bound) and call the callback per row.  0, fn's value, or -1. */
 static int
@@ -628,12 +606,13 @@ sq_scan(void *b, const struct repo_view *view, int64_t max_ts,
 		goto out;
 	}
 	sqlite3_bind_int64(q, 1, max_ts);
-	if (!single && nkeys == 0) {
+	/* offline_scan_view() filters composite keys itself. */
+	if (!single) {
 		rc = sq_scan_rows(s, q, &sc, err, errlen);
 		goto out;
 	}
 	sorted = offline_keys_sorted(keys, nkeys);
-	if (single) {
+	{
 		enum repo_ftype t = src->fields[sc.keyidx[0]].type;
 
 		rc = 0;
@@ -645,16 +624,7 @@ sq_scan(void *b, const struct repo_view *view, int64_t max_ts,
 			rc = sq_scan_rows(s, q, &sc, err, errlen);
 			sqlite3_reset(q);
 		}
-		goto out;
 	}
-	/* Composite keys: filter the ordered scan. */
-	sc.want = sorted;
-	sc.nwant = nkeys;
-	sc.fn = sq_filter;
-	sc.arg = &sc;
-	sc.ufn = fn;
-	sc.uarg = arg;
-	rc = sq_scan_rows(s, q, &sc, err, errlen);
 out:
 	sqlite3_finalize(q);
 	free(sorted);
