@@ -80,6 +80,8 @@ static const char *const dag_register_optional[] = { "model", "alias",
 static const char *const dag_deploy_optional[] = { "model", "strategy",
 	"percent", "promote_after", "rollback_if", "version", "alias", NULL };
 static const char *const dag_rollback_optional[] = { "model", NULL };
+static const char *const dag_train_files[] = { "data", NULL };
+static const char *const dag_evaluate_files[] = { "model", "data", NULL };
 static const char *const dag_evaluate_optional[] = { "model", "data",
 	"valid_fraction", "label", "metrics", NULL };
 
@@ -89,16 +91,21 @@ static const char *const dag_evaluate_optional[] = { "model", "data",
  */
 const struct dag_builtin dag_builtins[] = {
 	{ "training-set", dag_training_set_required, dag_training_set_optional,
-	    dag_builtin_not_implemented },
+	    dag_builtin_not_implemented, 0, NULL },
 	{ "xgboost-train", dag_train_required, dag_train_optional,
-	    dag_builtin_xgboost_train },
-	{ "evaluate", dag_none, dag_evaluate_optional, dag_builtin_evaluate },
+	    dag_builtin_xgboost_train, 0, dag_train_files },
+	{ "evaluate", dag_none, dag_evaluate_optional, dag_builtin_evaluate,
+	    0, dag_evaluate_files },
+	/* These read or move registry state: a re-run must run them again. */
 	{ "validate", dag_validate_required, dag_validate_optional,
-	    dag_builtin_validate },
-	{ "register", dag_none, dag_register_optional, dag_builtin_register },
-	{ "deploy", dag_none, dag_deploy_optional, dag_builtin_deploy },
-	{ "rollback", dag_none, dag_rollback_optional, dag_builtin_rollback },
-	{ NULL, NULL, NULL, NULL }
+	    dag_builtin_validate, 1, NULL },
+	{ "register", dag_none, dag_register_optional, dag_builtin_register,
+	    1, NULL },
+	{ "deploy", dag_none, dag_deploy_optional, dag_builtin_deploy, 1,
+	    NULL },
+	{ "rollback", dag_none, dag_rollback_optional, dag_builtin_rollback,
+	    1, NULL },
+	{ NULL, NULL, NULL, NULL, 0, NULL }
 };
 
 const struct dag_builtin *

@@ -25,6 +25,14 @@ struct dag_builtin {
 	const char *const	*required;	/* keys required in with:, NULL-terminated */
 	const char *const	*optional;	/* other allowed keys; NULL: any key */
 	int			(*run)(const struct dag_step_env *env); /* 0 ok */
+	/*
+	 * Caching (a builtin is cached by default): side_effects 1 never
+	 * caches it (it writes or reads state that changes between runs,
+	 * e.g. the registry); input_files are with: keys naming files whose
+	 * content is an input, hashed into the cache key.
+	 */
+	int			 side_effects;
+	const char *const	*input_files;	/* NULL-terminated, or NULL */
 };
 
 /* The table, terminated by an entry with a NULL name. */

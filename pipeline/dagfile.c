@@ -403,8 +403,12 @@ dag_parse_step(struct dag_loader *l, struct dag *d, struct ydoc_node *n,
 			    "false");
 		st->continue_on_error = bv;
 	}
-	/* Builtins are cached by default; shell commands only when asked. */
-	st->cache = st->uses != NULL;
+	/*
+	 * Builtins are cached by default, unless they have side effects;
+	 * shell commands only when asked.
+	 */
+	st->cache = st->uses != NULL &&
+	    !dag_builtin_find(st->uses)->side_effects;
 	if ((v = ydoc_map_get(n, "cache")) != NULL) {
 		if (ydoc_get_bool(v, &bv) == -1)
 			return DAG_ERR(l, v, "cache must be true or false");

@@ -39,6 +39,7 @@
 #include "common/sha256.h"
 #include "common/util.h"
 #include "common/xmalloc.h"
+#include "pipeline/builtins.h"
 #include "registry/registry.h"
 
 extern char **environ;
@@ -510,18 +511,57 @@ engine_last_success(struct dag_engine *e, const char *dag, const char *step)
 	return out;
 }
 
+/*
+ * The sha256 of each input file a builtin names in with: (its
+ * input_files), so a changed file is a cache miss.  A relative path is
+ * looked up in the repo, then the run directory, as the builtins do; a
+ * file that cannot be read adds nothing (the step will say why).
+ */
+static json_t *
+engine_cache_files(struct dag_engine *e, struct run *r, struct dag_step *st,
+    json_t *with)
+{
+	const struct dag_builtin	*b;
+	const char *const		*k;
+	const char			*v;
+	json_t				*files = json_object();
+	char				*path, hex[SHA256_HEXLEN + 1], err[256];
+	struct stat			 sb;
+
+	if (st->uses == NULL || (b = dag_builtin_find(st->uses)) == NULL)
+		return files;
+	for (k = b->input_files; k != NULL && *k != NULL; k++) {
+		if ((v = json_string_value(json_object_get(with, *k))) == NULL)
+			continue;
+		if (*v == '/')
+			path = xstrdup(v);
+		else {
+			path = xstrfmt("%s/%s", e->repo, v);
+			if (stat(path, &sb) != 0) {
+				free(path);
+				path = xstrfmt("%s/%s", r->dir, v);
+			}
+		}
+		if (sha256_file_hex(path, hex, NULL, err, sizeof err) == 0)
+			json_object_set_new(files, *k, json_string(hex));
+		free(path);
+	}
+	return files;
+}
+
 static char *
-engine_cache_key(struct run *r, size_t i, const char *cmd, json_t *with,
-    json_t *scope)
+engine_cache_key(struct dag_engine *e, struct run *r, size_t i,
+    const char *cmd, json_t *with, json_t *scope)
 {
 	struct dag_step	*st = &r->dag->steps[i];
 	struct sha256	 c;
 	json_t		*def;
 	char		*text, hex[SHA256_LEN * 2 + 1];
 
-	def = json_pack("{s:s,s:s?,s:s?,s:O?,s:O}", "dag", r->dag->name,
+	def = json_pack("{s:s,s:s?,s:s?,s:O?,s:O,s:o}", "dag", r->dag->name,
 	    "run", cmd, "uses", st->uses, "with", with, "inputs",
-	    json_object_get(scope, "steps"));
+	    json_object_get(scope, "steps"), "files",
+	    engine_cache_files(e, r, st, with));
 	text = json_dumps(def, JSON_COMPACT | JSON_SORT_KEYS);
 	sha256_init(&c);
 	sha256_update(&c, text, strlen(text));
@@ -589,7 +629,7 @@ engine_start_step(struct dag_engine *e, struct run *r, size_t i)
 		goto done;
 	}
 	free(rs->cache_key);
-	rs->cache_key = engine_cache_key(r, i, cmd, with, scope);
+	rs->cache_key = engine_cache_key(e, r, i, cmd, with, scope);
 	/* --from: upstream of the from step reuses what it can. */
 	if (r->from >= 0 && d->up[(size_t)r->from * d->nsteps + i])
 		force_cache = 1;

@@ -150,7 +150,8 @@ test_dag_good(void **state)
 	assert_int_equal(d->steps[0].retry_backoff_ms, 10000);
 	assert_int_equal(d->steps[0].timeout_ms, 300000);
 	assert_int_equal(d->steps[0].cache, 0);	/* run: not cached */
-	assert_int_equal(d->steps[1].cache, 1);	/* uses: cached */
+	/* uses: cached, but validate reads the registry, so it is not */
+	assert_int_equal(d->steps[1].cache, 0);
 	assert_int_equal(d->steps[2].ifmode, DAG_IF_ALWAYS);
 	assert_true(json_is_integer(json_object_get(d->params, "n")));
 	assert_true(json_is_true(json_object_get(d->params, "flag")));
