@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/sha256.h"
 #include "common/xmalloc.h"
 #include "registry/registry.h"
 
@@ -199,6 +200,32 @@ ml_split_list(const char *s)
 	return a;
 }
 
+/*
+ * The latest version of model when its artifact has the content of path
+ * (a re-run that trained the same model again), else 0.
+ */
+static int
+ml_same_as_latest(struct registry *r, const char *model, const char *path)
+{
+	json_t		*m, *v = NULL;
+	const char	*stored;
+	char		 hex[SHA256_HEXLEN + 1], err[256];
+	int		 latest, same = 0;
+
+	if ((m = registry_model_json(r, model, err, sizeof err)) == NULL)
+		return 0;
+	latest = (int)json_integer_value(json_object_get(m, "latest_version"));
+	if (latest > 0 && (v = registry_version_json(r, model, latest, err,
+	    sizeof err)) != NULL &&
+	    (stored = json_string_value(json_object_get(json_object_get(v,
+	    "artifact"), "sha256"))) != NULL &&
+	    sha256_file_hex(path, hex, NULL, err, sizeof err) == 0)
+		same = strcmp(stored, hex) == 0;
+	json_decref(v);
+	json_decref(m);
+	return same ? latest : 0;
+}
+
 int
 ml_step_register(json_t *ctx, FILE *outputs)
 {
@@ -281,9 +308,15 @@ ml_step_register(json_t *ctx, FILE *outputs)
 
 	if ((r = ml_registry(ctx, err, sizeof err)) == NULL)
 		goto fail;
-	if (registry_version_create(r, &s, &version, err, sizeof err) == -1)
+	if ((version = ml_same_as_latest(r, s.model, path)) > 0)
+		log_info("register", "%s is the artifact of %s version %d, the "
+		    "latest: nothing new to register", path, s.model, version);
+	else if (registry_version_create(r, &s, &version, err,
+	    sizeof err) == -1)
 		goto fail;
-	log_info("register", "%s version %d from %s", s.model, version, path);
+	else
+		log_info("register", "%s version %d from %s", s.model, version,
+		    path);
 	ml_output(outputs, "builtin", "register");
 	ml_output(outputs, "registered_model", "%s", s.model);
 	ml_output(outputs, "version", "%d", version);

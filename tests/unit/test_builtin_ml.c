@@ -687,6 +687,12 @@ test_registry_flow(void **state)
 	    "\"churn\"}", "weak", weak, &out, log, sizeof log), 0);
 	assert_string_equal(out_get(out, "version"), "2");
 	json_decref(out);
+	/* the same model again is the latest version, not a new one */
+	assert_int_equal(flow_step(ml_step_register, "register", "{\"model\": "
+	    "\"churn\"}", "weak", weak, &out, log, sizeof log), 0);
+	assert_string_equal(out_get(out, "version"), "2");
+	assert_non_null(strstr(log, "the latest: nothing new to register"));
+	json_decref(out);
 	assert_int_equal(flow_step(ml_step_deploy, "deploy", "{\"model\": "
 	    "\"churn\", \"version\": 2, \"strategy\": \"canary\", "
 	    "\"percent\": 10, \"rollback_if\": {\"error_rate\": 0.02}}",
