@@ -852,9 +852,10 @@ engine_reaped(struct dag_engine *e, struct run *r, size_t i, int ws)
 		return;
 	}
 	engine_log_line(r, i, "--- mlopsd: %s attempt %d %s (exit code %d)",
-	    st->id, rs->attempts, rs->timed_out ? "timed out" : r->cancel ?
+	    st->id, rs->attempts, rs->timed_out ? "timed out" :
+	    r->cancel && st->phase == DAG_PHASE_MAIN ?
 	    "cancelled" : "failed", rs->exit_code);
-	if (r->cancel) {
+	if (r->cancel && st->phase == DAG_PHASE_MAIN) {
 		engine_step_end(e, r, i, ST_CANCELLED);
 		return;
 	}
@@ -1086,7 +1087,7 @@ engine_main(void *arg)
 	struct timespec		 ts;
 	int64_t			 now, wait_ms;
 	size_t			 i;
-	int			 ws, active;
+	int			 ws, active, cancel;
 	pid_t			 p;
 
 	pthread_mutex_lock(&e->mu);
@@ -1106,10 +1107,12 @@ engine_main(void *arg)
 					engine_reaped(e, r, i, ws);
 					continue;
 				}
+				cancel = r->cancel && r->dag->steps[i].phase ==
+				    DAG_PHASE_MAIN;
 				if (!rs->timed_out && rs->kill_at == 0 &&
-				    (r->cancel || (rs->deadline != 0 &&
+				    (cancel || (rs->deadline != 0 &&
 				    now >= rs->deadline))) {
-					rs->timed_out = !r->cancel;
+					rs->timed_out = !cancel;
 					(void)kill(-rs->pid, SIGTERM);
 					rs->kill_at = now + e->grace_ms;
 				} else if (rs->kill_at != 0 && now >= rs->kill_at) {
