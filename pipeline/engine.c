@@ -1682,6 +1682,51 @@ dag_engine_set_url(struct dag_engine *e, const char *url)
 }
 
 int
+dag_engine_submit(struct dag_engine *e, const char *dag, const char *trigger,
+    const char *from, char *id, size_t idlen, char *err, size_t errlen)
+{
+	struct dag	*d;
+	struct run	*r = NULL;
+	char		*commit;
+	int		 dirty, fromi = -1;
+
+	engine_git(e->repo, &commit, &dirty);
+	pthread_mutex_lock(&e->mu);
+	if ((d = engine_find_dag(e, dag)) == NULL)
+		snprintf(err, errlen, "no DAG \"%s\"", dag);
+	else if (from != NULL && ((fromi = dag_step_index(d, from)) < 0 ||
+	    (size_t)fromi >= d->nmain))
+		snprintf(err, errlen, "DAG %s has no step \"%s\"", dag, from);
+	else {
+		r = engine_submit(e, d, NULL, fromi, trigger != NULL ?
+		    trigger : "manual", commit, dirty, err, errlen);
+		commit = NULL;
+		if (r != NULL)
+			snprintf(id, idlen, "%s", r->id);
+	}
+	pthread_mutex_unlock(&e->mu);
+	free(commit);
+	return r != NULL ? 0 : -1;
+}
+
+int
+dag_engine_run_status(struct dag_engine *e, const char *id, char *buf,
+    size_t len)
+{
+	json_t	*run;
+
+	pthread_mutex_lock(&e->mu);
+	run = engine_run_json(e, id, 0);
+	pthread_mutex_unlock(&e->mu);
+	if (run == NULL)
+		return -1;
+	snprintf(buf, len, "%s", json_string_value(json_object_get(run,
+	    "status")));
+	json_decref(run);
+	return 0;
+}
+
+int
 dag_trigger_drift(struct dag_engine *e, const char *model)
 {
 	char	 err[ENGINE_ERRLEN], *trig;

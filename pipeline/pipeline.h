@@ -49,6 +49,21 @@ struct dag_engine *dag_engine_new(const struct dag_engine_config *cfg,
 void		 dag_engine_reload(struct dag_engine *e, struct dag_set *set);
 /* Set the base URL given to steps as MLOPSD_URL (after the bind). */
 void		 dag_engine_set_url(struct dag_engine *e, const char *url);
+/*
+ * Queue a run of dag (as the HTTP API does; trigger "manual" unless given).
+ * params (may be NULL) override the DAG's; from (may be NULL) is a step
+ * id.  Writes the run id into id.  Returns 0, or -1 with err (unknown DAG
+ * or step, a full DAG with policy drop).
+ */
+int		 dag_engine_submit(struct dag_engine *e, const char *dag,
+		    const char *trigger, const char *from, char *id,
+		    size_t idlen, char *err, size_t errlen);
+/*
+ * The status of run id ("queued", "running", "succeeded", "failed",
+ * "cancelled") into buf.  Returns 0, or -1 when there is no such run.
+ */
+int		 dag_engine_run_status(struct dag_engine *e, const char *id,
+		    char *buf, size_t len);
 /* Start the DAGs that list model under on: [{drift: model}]. */
 int		 dag_trigger_drift(struct dag_engine *e, const char *model);
 /* The HTTP routes (/v1/dags, /v1/runs); they live as long as e. */
