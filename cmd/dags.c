@@ -73,8 +73,8 @@ dags_new(struct daemon *d, char *err, size_t errlen)
 	url = xstrfmt("http://%s", cfg->http.listen);
 	ec.url = url;
 	ec.exe = "/proc/self/exe";
-	ec.max_parallel = 4;
-	ec.kill_grace_ms = 2000;
+	ec.max_parallel = cfg->pipeline.max_parallel;
+	ec.kill_grace_ms = cfg->pipeline.kill_grace_ms;
 	ec.metrics = daemon_metrics(d);
 	dg = xcalloc(1, sizeof *dg);
 	dg->repo = xstrdup(repo);

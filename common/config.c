@@ -122,6 +122,11 @@ static const struct config_key config_keys[] = {
 	  CONFIG_OFF(http.max_body_bytes), 0, 1, CONFIG_GIB, NULL },
 	{ "http", "max_entities", CONFIG_INT, "1000",
 	  CONFIG_OFF(http.max_entities), 0, 1, 1000000, NULL },
+
+	{ "pipeline", "max_parallel", CONFIG_INT, "4",
+	  CONFIG_OFF(pipeline.max_parallel), 0, 1, 1024, NULL },
+	{ "pipeline", "kill_grace", CONFIG_DURATION, "5s",
+	  CONFIG_OFF(pipeline.kill_grace_ms), 0, 1, CONFIG_DAY_MS, NULL },
 };
 #define CONFIG_NKEYS	(sizeof config_keys / sizeof config_keys[0])
 

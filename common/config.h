@@ -46,6 +46,10 @@ struct config {
 		int64_t		 max_body_bytes;
 		int		 max_entities;
 	} http;
+	struct {
+		int		 max_parallel;	/* step processes at once */
+		int64_t		 kill_grace_ms;	/* SIGTERM -> SIGKILL */
+	} pipeline;
 };
 
 /* Defaults of every key, then environment overrides.  NULL on a bad override. */
