@@ -437,7 +437,9 @@ api_get_feature(struct http_req *req, void *arg)
 	const char		*want = http_req_query(req, "features");
 	const struct repo	*repo;
 	const struct repo_view	*v;
-	struct store_output	*outs = NULL;
+	struct store_output	*outs = NULL, souts[API_MAX_OUTPUTS];
+	size_t			 soff[API_MAX_OUTPUTS], slen[API_MAX_OUTPUTS];
+	enum store_status	 ssts[API_MAX_OUTPUTS];
 	struct api_get		 g;
 	size_t			 nouts = 0, vi, maxouts;
 	int64_t			 as_of, ets;
@@ -468,10 +470,18 @@ api_get_feature(struct http_req *req, void *arg)
 	vi = (size_t)(v - repo->views);
 	/* Every output of the view by default, however many it has. */
 	maxouts = v->noutputs > API_MAX_OUTPUTS ? v->noutputs : API_MAX_OUTPUTS;
-	outs = xcalloc(maxouts, sizeof *outs);
-	g.off = xcalloc(maxouts, sizeof *g.off);
-	g.len = xcalloc(maxouts, sizeof *g.len);
-	g.sts = xcalloc(maxouts, sizeof *g.sts);
+	if (maxouts == API_MAX_OUTPUTS) {
+		/* On the stack: a lookup allocates only a large reply. */
+		outs = souts;
+		g.off = soff;
+		g.len = slen;
+		g.sts = ssts;
+	} else {
+		outs = xcalloc(maxouts, sizeof *outs);
+		g.off = xcalloc(maxouts, sizeof *g.off);
+		g.len = xcalloc(maxouts, sizeof *g.len);
+		g.sts = xcalloc(maxouts, sizeof *g.sts);
+	}
 	if (want != NULL && *want != '\0') {
 		const char *p = want;
 
@@ -548,10 +558,12 @@ out:
 	pthread_rwlock_unlock(&api->lock);
 	api_text_free(&t);
 	api_text_free(&g.vals);
-	free(outs);
-	free(g.off);
-	free(g.len);
-	free(g.sts);
+	if (outs != souts) {
+		free(outs);
+		free(g.off);
+		free(g.len);
+		free(g.sts);
+	}
 }
 
 /* One requested column of /get-online-features. */
