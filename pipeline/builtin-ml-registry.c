@@ -25,6 +25,8 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "common/xmalloc.h"
+#include "pipeline/pipeline-internal.h"
+#include "pipeline/pipeline.h"
 #include "registry/registry.h"
 
 #define ML_ERRLEN	1024
@@ -44,11 +46,62 @@ ml_registry(json_t *ctx, char *err, size_t errlen)
 }
 
 /*
- * The registered model's name: with.model, else the `model` param of the
- * run, else the `registered_model` output of a register step upstream.
+ * The model name a register, deploy or rollback step of the run's DAG
+ * gives in its with: (templates over params resolved), so that a
+ * `validate: {beat: champion}` before them needs no model of its own, as
+ * in SPEC §6's example.  Copied into buf; NULL when there is none.
  */
 static const char *
-ml_model_name(json_t *ctx, char *err, size_t errlen)
+ml_model_from_dag(json_t *ctx, char *buf, size_t buflen)
+{
+	const char	*repo = json_string_value(json_object_get(ctx, "repo"));
+	const char	*name = json_string_value(json_object_get(ctx, "dag"));
+	const char	*v, *found = NULL;
+	struct dag_set	*set;
+	struct dag	*d;
+	json_t		*scope;
+	char		 err[256], *x;
+	size_t		 i, j;
+
+	if (repo == NULL || name == NULL ||
+	    (set = dag_set_load(repo, err, sizeof err)) == NULL)
+		return NULL;
+	scope = json_pack("{s:O?, s:{}}", "params", json_object_get(ctx,
+	    "params"), "run");
+	for (i = 0; i < set->n && found == NULL; i++) {
+		d = &set->dags[i];
+		if (strcmp(d->name, name) != 0)
+			continue;
+		for (j = 0; j < d->nsteps && found == NULL; j++) {
+			if (d->steps[j].uses == NULL ||
+			    (strcmp(d->steps[j].uses, "register") != 0 &&
+			    strcmp(d->steps[j].uses, "deploy") != 0 &&
+			    strcmp(d->steps[j].uses, "rollback") != 0))
+				continue;
+			v = json_string_value(json_object_get(d->steps[j].with,
+			    "model"));
+			if (v == NULL || (x = dag_template_expand(v, scope, err,
+			    sizeof err)) == NULL)
+				continue;
+			snprintf(buf, buflen, "%s", x);
+			free(x);
+			found = buf;
+		}
+	}
+	json_decref(scope);
+	dag_set_free(set);
+	return found;
+}
+
+/*
+ * The registered model's name: with.model, else the `model` param of the
+ * run, else the `registered_model` output of a step upstream, else the
+ * model of a register/deploy/rollback step of the DAG.  buf (>= 160
+ * bytes) holds a name that comes from the DAG file.
+ */
+static const char *
+ml_model_name(json_t *ctx, char *buf, size_t buflen, char *err,
+    size_t errlen)
 {
 	const char	*m;
 
@@ -59,6 +112,8 @@ ml_model_name(json_t *ctx, char *err, size_t errlen)
 		    "params"), "model"));
 	if (m == NULL)
 		m = ml_upstream(ctx, "registered_model", NULL);
+	if (m == NULL)
+		m = ml_model_from_dag(ctx, buf, buflen);
 	if (m == NULL) {
 		snprintf(err, errlen, "with.model is required: the registered "
 		    "model's name");
@@ -87,7 +142,7 @@ ml_reason(json_t *ctx, const char *what)
 int
 ml_step_validate(json_t *ctx, FILE *outputs)
 {
-	char			 err[ML_ERRLEN] = "";
+	char			 err[ML_ERRLEN] = "", mbuf[160];
 	const char		*metric, *beat, *model, *value, *from = NULL;
 	const struct ml_metric	*m;
 	struct registry		*r = NULL;
@@ -138,7 +193,7 @@ ml_step_validate(json_t *ctx, FILE *outputs)
 			    beat);
 			goto fail;
 		}
-		if ((model = ml_model_name(ctx, err, sizeof err)) == NULL)
+		if ((model = ml_model_name(ctx, mbuf, sizeof mbuf, err, sizeof err)) == NULL)
 			goto fail;
 		if ((r = ml_registry(ctx, err, sizeof err)) == NULL)
 			goto fail;
@@ -229,7 +284,7 @@ ml_same_as_latest(struct registry *r, const char *model, const char *path)
 int
 ml_step_register(json_t *ctx, FILE *outputs)
 {
-	char				 err[ML_ERRLEN] = "";
+	char				 err[ML_ERRLEN] = "", mbuf[160];
 	struct registry_version_spec	 s;
 	const struct ml_metric		*m;
 	const char			*artifact, *alias, *v, *data, *label;
@@ -239,7 +294,7 @@ ml_step_register(json_t *ctx, FILE *outputs)
 	int				 version, ret = 1;
 
 	memset(&s, 0, sizeof s);
-	if ((s.model = ml_model_name(ctx, err, sizeof err)) == NULL ||
+	if ((s.model = ml_model_name(ctx, mbuf, sizeof mbuf, err, sizeof err)) == NULL ||
 	    ml_with_string(ctx, "artifact", &artifact, err, sizeof err) == -1 ||
 	    ml_with_string(ctx, "alias", &alias, err, sizeof err) == -1)
 		goto fail;
@@ -351,14 +406,15 @@ static const char *const ml_strategies[] = { "replace", "canary", "shadow",
 int
 ml_step_deploy(json_t *ctx, FILE *outputs)
 {
-	char		 err[ML_ERRLEN] = "", *what = NULL, *reason = NULL, *rule;
+	char		 err[ML_ERRLEN] = "", mbuf[160], *what = NULL, *reason = NULL;
+	char		*rule;
 	const char	*model, *strategy, *alias, *up;
 	struct registry	*r = NULL;
 	json_t		*rb;
 	double		 version, percent;
 	int		 prev, i, ret = 1;
 
-	if ((model = ml_model_name(ctx, err, sizeof err)) == NULL ||
+	if ((model = ml_model_name(ctx, mbuf, sizeof mbuf, err, sizeof err)) == NULL ||
 	    ml_with_string(ctx, "strategy", &strategy, err, sizeof err) == -1 ||
 	    ml_with_string(ctx, "alias", &alias, err, sizeof err) == -1 ||
 	    ml_with_number(ctx, "percent", 10, &percent, err, sizeof err) == -1)
@@ -449,12 +505,12 @@ done:
 int
 ml_step_rollback(json_t *ctx, FILE *outputs)
 {
-	char		 err[ML_ERRLEN] = "";
+	char		 err[ML_ERRLEN] = "", mbuf[160];
 	const char	*model;
 	struct registry	*r = NULL;
 	int		 from = 0, version, ret = 1;
 
-	if ((model = ml_model_name(ctx, err, sizeof err)) == NULL)
+	if ((model = ml_model_name(ctx, mbuf, sizeof mbuf, err, sizeof err)) == NULL)
 		goto fail;
 	if ((r = ml_registry(ctx, err, sizeof err)) == NULL)
 		goto fail;

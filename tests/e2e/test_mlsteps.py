@@ -32,9 +32,10 @@ entities:
     join_keys: [user_id]
 """
 
+# validate names no model: it is the one register and deploy name (SPEC §6)
 RETRAIN = """\
 name: retrain
-params: {min_auc: 0.8, data: data/train.csv}
+params: {min_auc: 0.8, data: data/train.csv, name: churn}
 steps:
   - id: train
     uses: xgboost-train
@@ -45,15 +46,15 @@ steps:
   - id: validate
     needs: [evaluate]
     uses: validate
-    with: {metric: auc, min: "{{ params.min_auc }}", beat: champion, model: churn}
+    with: {metric: auc, min: "{{ params.min_auc }}", beat: champion}
   - id: register
     needs: [validate]
     uses: register
-    with: {model: churn, alias: challenger}
+    with: {model: "{{ params.name }}", alias: challenger}
   - id: deploy
     needs: [register]
     uses: deploy
-    with: {model: churn, strategy: replace}
+    with: {model: "{{ params.name }}", strategy: replace}
 """
 
 ROLLBACK = """\
