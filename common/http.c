@@ -1640,6 +1640,20 @@ http_date(struct http_worker *w)
 	w->datelen = n > 0 && (size_t)n < sizeof w->date ? (size_t)n : 0;
 }
 
+/* Append v in decimal to p and return the end. */
+static char *
+http_put_uint(char *p, size_t v)
+{
+	char	buf[24], *q = buf + sizeof buf;
+
+	do {
+		*--q = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	memcpy(p, q, (size_t)(buf + sizeof buf - q));
+	return p + (buf + sizeof buf - q);
+}
+
 /* Append n bytes to p and return the end. */
 static char *
 http_put(char *p, const char *s, size_t n)
@@ -1659,8 +1673,8 @@ http_reply(struct http_req *req, int code, const char *content_type,
 	size_t			 ctl = content_type != NULL ?
 				    strlen(content_type) : 0;
 	size_t			 xl = req->xhdr != NULL ? strlen(req->xhdr) : 0;
-	char			*p, num[24];
-	int			 keep, n;
+	char			*p;
+	int			 keep;
 
 	if (req->code != 0) {
 		log_error("http", "%s %s: second reply (%d after %d) dropped",
@@ -1675,9 +1689,9 @@ http_reply(struct http_req *req, int code, const char *content_type,
 	http_buf_reserve(&c->out, &c->outcap, c->outlen + 160 +
 	    strlen(reason) + ctl + xl + w->datelen + len);
 	p = c->out + c->outlen;
-	n = snprintf(num, sizeof num, "%d ", code);
 	p = http_put(p, "HTTP/1.1 ", 9);
-	p = http_put(p, num, (size_t)n);
+	p = http_put_uint(p, code > 0 ? (size_t)code : 0);
+	*p++ = ' ';
 	p = http_put(p, reason, strlen(reason));
 	p = http_put(p, "\r\n", 2);
 	p = http_put(p, w->date, w->datelen);
@@ -1686,9 +1700,8 @@ http_reply(struct http_req *req, int code, const char *content_type,
 		p = http_put(p, content_type, ctl);
 		p = http_put(p, "\r\n", 2);
 	}
-	n = snprintf(num, sizeof num, "%zu", len);
 	p = http_put(p, "Content-Length: ", 16);
-	p = http_put(p, num, (size_t)n);
+	p = http_put_uint(p, len);
 	p = http_put(p, "\r\n", 2);
 	p = http_put(p, req->xhdr, xl);
 	if (!keep)

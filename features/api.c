@@ -141,10 +141,11 @@ api_text_str(struct api_text *t, const char *s)
 	api_text_add(t, s, strlen(s));
 }
 
-static void
-api_text_int(struct api_text *t, int64_t v)
+/* v in decimal at the end of buf[24]; returns where it starts. */
+static char *
+api_fmt_int(char *buf, int64_t v)
 {
-	char		 buf[24], *p = buf + sizeof buf;
+	char		*p = buf + 24;
 	uint64_t	 u = v < 0 ? -(uint64_t)v : (uint64_t)v;
 
 	do {
@@ -153,6 +154,14 @@ api_text_int(struct api_text *t, int64_t v)
 	} while (u != 0);
 	if (v < 0)
 		*--p = '-';
+	return p;
+}
+
+static void
+api_text_int(struct api_text *t, int64_t v)
+{
+	char	buf[24], *p = api_fmt_int(buf, v);
+
 	api_text_add(t, p, (size_t)(buf + sizeof buf - p));
 }
 
@@ -321,6 +330,16 @@ api_text_jstr(struct api_text *t, const char *s, size_t len)
 
 	*o++ = '"';
 	while (i < len) {
+		/* Runs of bytes that are themselves: most strings entirely. */
+		for (n = i; n < len && p[n] >= 0x20 && p[n] < 0x80 &&
+		    p[n] != '"' && p[n] != '\\'; n++)
+			;
+		if (n > i) {
+			memcpy(o, p + i, n - i);
+			o += n - i;
+			i = n;
+			continue;
+		}
 		if (p[i] >= 0x80) {
 			if ((n = api_utf8_len(p + i, len - i)) == 0) {
 				*o++ = '?';
@@ -444,7 +463,9 @@ api_get_feature(struct http_req *req, void *arg)
 	size_t			 nouts = 0, vi, maxouts;
 	int64_t			 as_of, ets;
 	int			 dflt = 1;
-	char			 err[256];
+	char			 err[256], ets_buf[24];
+	const char		*ets_s;
+	size_t			 ets_len;
 	struct api_text		 t;
 
 	if (as_of_s != NULL) {
@@ -524,6 +545,14 @@ api_get_feature(struct http_req *req, void *arg)
 	api_text_str(&t, ",\"as_of\":");
 	api_text_int(&t, as_of);
 	api_text_str(&t, ",\"features\":{");
+	/* Every output's event_timestamp is the entity's: spelled once. */
+	if (ets < 0) {
+		ets_s = "null";
+		ets_len = 4;
+	} else {
+		ets_s = api_fmt_int(ets_buf, ets);
+		ets_len = (size_t)(ets_buf + sizeof ets_buf - ets_s);
+	}
 	for (size_t i = 0; i < nouts; i++) {
 		const char	*fn = v->outputs[outs[i].feature * v->nwindows +
 				    outs[i].window];
@@ -546,10 +575,7 @@ api_get_feature(struct http_req *req, void *arg)
 		api_text_str(&t, ",\"status\":\"");
 		api_text_str(&t, store_status_name(g.sts[i]));
 		api_text_str(&t, "\",\"event_timestamp\":");
-		if (ets < 0)
-			api_text_str(&t, "null");
-		else
-			api_text_int(&t, ets);
+		api_text_add(&t, ets_s, ets_len);
 		api_text_add(&t, "}", 1);
 	}
 	api_text_str(&t, "}}");
