@@ -736,10 +736,22 @@ engine_start_step(struct dag_engine *e, struct run *r, size_t i)
 		goto done;
 	}
 	if (pid == 0) {
-		int	nul;
+		int		nul;
 
-		/* Child: async-signal-safe calls only until exec. */
+		sigset_t	none;
+
+		/*
+		 * Child: async-signal-safe calls only until exec.  The
+		 * daemon's blocked signals and SIG_IGN dispositions would
+		 * survive exec: a step must see SIGTERM and SIGPIPE.
+		 */
 		(void)setpgid(0, 0);
+		sigemptyset(&none);
+		(void)sigprocmask(SIG_SETMASK, &none, NULL);
+		(void)signal(SIGPIPE, SIG_DFL);
+		(void)signal(SIGTERM, SIG_DFL);
+		(void)signal(SIGINT, SIG_DFL);
+		(void)signal(SIGHUP, SIG_DFL);
 		if (chdir(r->dir) == -1)
 			_exit(126);
 		if ((nul = open("/dev/null", O_RDONLY)) != -1)
@@ -1629,6 +1641,8 @@ dag_engine_new(const struct dag_engine_config *cfg, struct dag_set *set,
 	}
 	pthread_mutex_lock(&e->mu);
 	engine_resume(e);
+	/* Alias triggers count registry events from now on. */
+	engine_poll_registry(e, util_now_ms());
 	pthread_mutex_unlock(&e->mu);
 	e->routes[0] = (struct http_route){ "GET", "/v1/dags", engine_h_dags,
 	    e, 0 };

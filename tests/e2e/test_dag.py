@@ -10,6 +10,7 @@ line, and a run that survives kill -9 of the daemon.
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 
@@ -317,6 +318,55 @@ def cli_run_wait_status_logs():
         assert r.returncode == 1 and b"no DAG" in r.stderr, r
         r = cli("frob")
         assert r.returncode == 2, r
+
+
+@test
+def alias_trigger_reload_and_token():
+    trig = """name: on-alias
+on: [{alias: churn@challenger}]
+steps:
+  - id: s
+    run: echo "t=$MLOPSD_PARAM_X" >> "$MLOPSD_OUTPUTS"
+"""
+    dd = tmpdir()
+    tok = os.path.join(dd, "token")
+    with open(tok, "w") as f:
+        f.write("tok\n")
+    rp = repo({"trig": trig})
+    with Daemon({"repo": rp, "http": {"admin_token_file": tok}}) as d:
+        auth = {"Authorization": "Bearer tok"}
+        assert d.post("/v1/dags/on-alias/runs", {}).status == 401
+        art = os.path.join(dd, "m.json")
+        with open(art, "w") as f:
+            f.write("{}")
+        r = d.post("/v1/models/churn/versions", {"artifact_path": art},
+                   headers=auth)
+        assert r.status == 201, r
+        r = d.request("PUT", "/v1/models/churn/aliases/challenger",
+                      {"version": 1}, headers=auth)
+        assert r.status == 200, r
+        out = {}
+
+        def triggered():
+            runs = d.get("/v1/runs?dag=on-alias").json()["runs"]
+            out["runs"] = runs
+            return runs
+        wait_until(triggered, 10, what="a run started by the alias")
+        assert out["runs"][0]["trigger"] == "alias:churn@challenger"
+        # SIGHUP: a bad DAG file is rejected and the old DAGs stay
+        bad = os.path.join(rp, "pipelines", "bad.yaml")
+        with open(bad, "w") as f:
+            f.write("name: bad\nsteps:\n  - id: a\n    run: x\n"
+                    "    needs: [nope]\n")
+        d.signal(signal.SIGHUP)
+        d.wait_log(r"bad.yaml:3:9: step \"a\" needs unknown step", 5)
+        names = [x["name"] for x in d.get("/v1/dags").json()["dags"]]
+        assert names == ["on-alias"], names
+        with open(bad, "w") as f:
+            f.write("name: good\nsteps:\n  - id: a\n    run: x\n")
+        d.signal(signal.SIGHUP)
+        wait_until(lambda: len(d.get("/v1/dags").json()["dags"]) == 2, 5,
+                   what="the new DAG after SIGHUP")
 
 
 if __name__ == "__main__":
