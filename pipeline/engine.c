@@ -591,6 +591,7 @@ engine_start_step(struct dag_engine *e, struct run *r, size_t i)
 	const char	*pk;
 	json_t		*pv;
 	int		 fd = -1, w, started = 0, force_cache = 0;
+	sigset_t	 all, old;
 	pid_t		 pid;
 
 	scope = engine_scope(r, i);
@@ -730,28 +731,36 @@ engine_start_step(struct dag_engine *e, struct run *r, size_t i)
 	}
 	argv[3] = NULL;
 
-	if ((pid = fork()) == -1) {
+	/*
+	 * Block every signal across fork: until the child has reset the
+	 * dispositions, the daemon's handlers are its own, and a SIGTERM
+	 * (a quick cancel) caught there would reach the daemon's signal
+	 * pipe and stop the daemon.
+	 */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid = fork();
+	if (pid != 0)
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (pid == -1) {
 		dprintf(fd, "mlopsd: fork: %s\n", strerror(errno));
 		engine_step_end(e, r, i, ST_FAILED);
 		goto done;
 	}
 	if (pid == 0) {
-		int		nul;
-
+		int		nul, sig;
 		sigset_t	none;
 
 		/*
-		 * Child: async-signal-safe calls only until exec.  The
-		 * daemon's blocked signals and SIG_IGN dispositions would
-		 * survive exec: a step must see SIGTERM and SIGPIPE.
+		 * Child: async-signal-safe calls only until exec.  Default
+		 * dispositions first, then unblock: the daemon's mask and
+		 * SIG_IGN would survive exec, and a step must see SIGTERM.
 		 */
 		(void)setpgid(0, 0);
+		for (sig = 1; sig < NSIG; sig++)
+			(void)signal(sig, SIG_DFL);
 		sigemptyset(&none);
 		(void)sigprocmask(SIG_SETMASK, &none, NULL);
-		(void)signal(SIGPIPE, SIG_DFL);
-		(void)signal(SIGTERM, SIG_DFL);
-		(void)signal(SIGINT, SIG_DFL);
-		(void)signal(SIGHUP, SIG_DFL);
 		if (chdir(r->dir) == -1)
 			_exit(126);
 		if ((nul = open("/dev/null", O_RDONLY)) != -1)

@@ -369,5 +369,30 @@ steps:
                    what="the new DAG after SIGHUP")
 
 
+@test
+def cancel_at_fork_does_not_stop_the_daemon():
+    """Regression: a SIGTERM that reached a step between fork and exec ran
+    the daemon's handler in the child and stopped the daemon."""
+    dag = """name: quick
+concurrency: 20
+steps:
+  - id: a
+    run: sleep 20.6161
+  - id: b
+    run: sleep 20.6161
+"""
+    with daemon({"quick": dag}) as d:
+        for _ in range(15):
+            rid = start(d, "quick")
+            wait_until(lambda: d.get("/v1/runs/" + rid).json()["status"]
+                       == "running", 5, interval=0.001, what="running")
+            assert d.post("/v1/runs/%s/cancel" % rid).status in (202, 409)
+        time.sleep(0.3)
+        assert d.get("/healthz").status == 200
+        assert d.proc.poll() is None
+        wait_until(lambda: not procs("sleep 20.6161"), 5,
+                   what="no sleep left")
+
+
 if __name__ == "__main__":
     run()
