@@ -35,7 +35,7 @@
 #define OFFLINE_SHIP_EVENTS	50000	/* events per backend transaction */
 #define OFFLINE_IDLE_MS		200	/* poll of an empty outbox */
 #define OFFLINE_BACKOFF_MIN_MS	500
-#define OFFLINE_BACKOFF_MAX_MS	30000
+#define OFFLINE_BACKOFF_MAX_MS	5000
 #define OFFLINE_WARN_EVERY_MS	30000	/* rate of the backlog warning */
 
 struct offline {
