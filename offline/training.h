@@ -102,4 +102,54 @@ void	training_csv_put(char **buf, size_t *len, size_t *cap, const char *s,
 void	training_csv_put_value(char **buf, size_t *len, size_t *cap,
 	    const struct agg_value *v);
 
+/* ==================================================================== */
+/*
+ * verify (verify.c): recompute online values from the offline copy and
+ * compare them with the online store, at one consistent cut.
+ *
+ * The cut is a read transaction on the online store's SQLite file: its
+ * entity states, the Kafka positions they reflect (kafka_offset) and the
+ * messages held for later (held_message).  Offline events count when
+ * their offset is below the cut's next offset of their partition and they
+ * are not held; those the shipper has not written yet come from the
+ * pending callback (the committed outbox of the same snapshot), so
+ * online == shipped + pending at the cut.  Values are compared as of
+ * max(now, the entity's newest event): counts, min, max, first, last,
+ * last_n and distinct counts exactly, sums, means and variances to 1e-9
+ * relative (SPEC §3).
+ */
+struct verify_spec {
+	const char		*online_db;	/* the online store's SQLite file */
+	int64_t			 now_ms;
+	size_t			 sample;	/* entities per view; 0: all */
+	training_scan_fn	 scan;		/* the offline backend */
+	void			*scan_arg;
+	/*
+	 * The committed but not yet shipped events of view's source (may be
+	 * NULL): called with the open snapshot, in any order, events with
+	 * key set.  Returns 0 or -1 with err.
+	 */
+	int			(*pending)(void *arg, void *db,
+				    const struct repo_view *view,
+				    training_event_fn fn, void *fnarg,
+				    char *err, size_t errlen);
+	void			*pending_arg;
+	FILE			*report;	/* mismatch lines, or NULL */
+};
+
+struct verify_result {
+	size_t			 entities;	/* (view, key) pairs compared */
+	size_t			 mismatches;	/* values that differ */
+};
+
+/*
+ * Compare every entity (or a random sample of spec->sample per view) of
+ * every view of repo.  Each mismatch is printed to spec->report as
+ * "view key feature_window: online=V offline=V" (values as JSON).
+ * Returns 0 (whatever the mismatch count), or -1 with err when the stores
+ * cannot be read.
+ */
+int	verify_run(const struct repo *repo, const struct verify_spec *spec,
+	    struct verify_result *res, char *err, size_t errlen);
+
 #endif

@@ -28,6 +28,7 @@
 #include "common/sha256.h"
 #include "common/xmalloc.h"
 #include "features/features.h"
+#include "features/store.h"
 #include "offline/training.h"
 
 #define T0	INT64_C(1700006400000)	/* 2023-11-15T00:00:00Z */
@@ -378,6 +379,8 @@ static const struct mem_event mem_events[] = {
 };
 
 struct mem_store {
+	const struct mem_event	*events;	/* NULL: mem_events */
+	size_t			 nevents;
 	int64_t		 max_ts;
 	size_t		 nkeys;
 	size_t		 delivered;
@@ -397,8 +400,12 @@ mem_scan(void *src, const struct repo_view *view, int64_t max_ts,
 	(void)errlen;
 	ms->max_ts = max_ts;
 	ms->nkeys = nkeys;
-	for (size_t i = 0; i < sizeof mem_events / sizeof mem_events[0]; i++) {
-		const struct mem_event	*m = &mem_events[i];
+	if (ms->events == NULL) {
+		ms->events = mem_events;
+		ms->nevents = sizeof mem_events / sizeof mem_events[0];
+	}
+	for (size_t i = 0; i < ms->nevents; i++) {
+		const struct mem_event	*m = &ms->events[i];
 		struct training_event	 ev;
 		size_t			 k;
 
@@ -517,6 +524,7 @@ test_training_errors(void **state)
 	char			*spine = xstrfmt("%s/spine.csv", x->dir);
 	char			*out = xstrfmt("%s/bad.csv", x->dir);
 
+	memset(&ms, 0, sizeof ms);
 	memset(&spec, 0, sizeof spec);
 	spec.spine = spine;
 	spec.output = out;
@@ -559,6 +567,163 @@ test_training_errors(void **state)
 	free(out);
 }
 
+/* ------------------------------------------------------------- verify */
+
+/* The online store of mem_events, checkpointed at offsets 0:4 and 1:1. */
+static char *
+online_of_mem_events(struct fx *x)
+{
+	char			*db = xstrfmt("%s/online.db", x->dir);
+	char			 err[512];
+	struct store		*s = store_open(x->repo, db, 2, NULL, err,
+				    sizeof err);
+	struct store_ckpt	*c = store_ckpt_new();
+	struct agg_value	 f[3];
+
+	if (s == NULL)
+		fail_msg("store_open: %s", err);
+	for (size_t i = 0; i < sizeof mem_events / sizeof mem_events[0]; i++) {
+		const struct mem_event	*m = &mem_events[i];
+		size_t			 len = strlen(m->user);
+
+		set_event(f, m->user, m->price, m->isint, m->page);
+		assert_int_equal(store_apply(s, store_shard_of(s, 0, m->user,
+		    len), 0, m->user, len, m->ts, m->partition, m->offset, f,
+		    err, sizeof err), 0);
+	}
+	for (int sh = 0; sh < 2; sh++)
+		store_ckpt_collect(s, sh, c);
+	store_ckpt_offset(c, "clicks", 0, 4);
+	store_ckpt_offset(c, "clicks", 1, 1);
+	if (store_ckpt_commit(s, c, err, sizeof err) != 0)
+		fail_msg("store_ckpt_commit: %s", err);
+	store_ckpt_free(c);
+	store_close(s);
+	return db;
+}
+
+/* Pending: the events of mem_pending, as if still in the outbox. */
+static const struct mem_event mem_pending[] = {
+	{ "u9", T0,			0, 2, 1,   1, "z" },
+	{ "u1", T0 + 11 * MIN,		1, 0, 4,   1, "c" },
+	{ "u2", T0 + 5 * MIN,		0, 1, 10,  1, "x" },	/* shipped too */
+};
+
+static int
+mem_pending_fn(void *arg, void *db, const struct repo_view *view,
+    training_event_fn fn, void *fnarg, char *err, size_t errlen)
+{
+	struct mem_store	 ms;
+
+	(void)arg;
+	assert_non_null(db);
+	memset(&ms, 0, sizeof ms);
+	ms.events = mem_pending;
+	ms.nevents = sizeof mem_pending / sizeof mem_pending[0];
+	return mem_scan(&ms, view, INT64_MAX, NULL, 0, fn, fnarg, err,
+	    errlen);
+}
+
+static char *
+run_verify(const struct repo *repo, struct verify_spec *spec,
+    struct verify_result *res)
+{
+	char	*text = NULL, err[512];
+	size_t	 len = 0;
+
+	spec->report = open_memstream(&text, &len);
+	if (verify_run(repo, spec, res, err, sizeof err) != 0)
+		fail_msg("verify_run: %s", err);
+	fclose(spec->report);
+	return text;
+}
+
+static void
+test_verify(void **state)
+{
+	/* Offline copies: exact, past the cut, tampered, partly pending. */
+	static const struct mem_event beyond[] = {
+		{ "u1", T0,		0, 0, 1,   1, "a" },
+		{ "u1", T0 + MIN,	0, 3, 2.5, 0, "b" },
+		{ "u1", T0 + 11 * MIN,	1, 0, 4,   1, "c" },
+		{ "u1", T0 + 11 * MIN,	0, 4, 7,   1, "late" },
+		{ "u2", T0 + 5 * MIN,	0, 1, 10,  1, "x" },
+		{ "u9", T0,		0, 2, 1,   1, "z" },
+	};
+	static const struct mem_event tampered[] = {
+		{ "u1", T0,		0, 0, 1,   1, "a" },
+		{ "u1", T0 + MIN,	0, 3, 2.5, 0, "b" },
+		{ "u1", T0 + 11 * MIN,	1, 0, 4,   1, "c" },
+		{ "u2", T0 + 5 * MIN,	0, 1, 11,  1, "x" },
+		{ "u9", T0,		0, 2, 1,   1, "z" },
+	};
+	static const struct mem_event shipped[] = {
+		{ "u1", T0,		0, 0, 1,   1, "a" },
+		{ "u1", T0 + MIN,	0, 3, 2.5, 0, "b" },
+		{ "u2", T0 + 5 * MIN,	0, 1, 10,  1, "x" },
+	};
+	struct fx		*x = *state;
+	struct mem_store	 ms;
+	struct verify_spec	 spec;
+	struct verify_result	 res;
+	char			*db = online_of_mem_events(x), *text;
+
+	memset(&spec, 0, sizeof spec);
+	spec.online_db = db;
+	spec.now_ms = T0 + 11 * MIN + 1;
+	spec.scan = mem_scan;
+	spec.scan_arg = &ms;
+
+	memset(&ms, 0, sizeof ms);
+	text = run_verify(x->repo, &spec, &res);
+	assert_string_equal(text, "");
+	assert_int_equal(res.entities, 3);
+	assert_int_equal(res.mismatches, 0);
+	free(text);
+
+	memset(&ms, 0, sizeof ms);
+	ms.events = beyond;
+	ms.nevents = sizeof beyond / sizeof beyond[0];
+	text = run_verify(x->repo, &spec, &res);
+	assert_string_equal(text, "");
+	assert_int_equal(res.mismatches, 0);
+	free(text);
+
+	/* u2's window of 10m as of now still holds its event (tile +5). */
+	memset(&ms, 0, sizeof ms);
+	ms.events = tampered;
+	ms.nevents = sizeof tampered / sizeof tampered[0];
+	text = run_verify(x->repo, &spec, &res);
+	assert_string_equal(text,
+	    "user_clicks u2 spend_10m: online=10 offline=11\n");
+	assert_int_equal(res.entities, 3);
+	assert_int_equal(res.mismatches, 1);
+	free(text);
+
+	/* Not shipped yet: the pending outbox completes the offline copy. */
+	memset(&ms, 0, sizeof ms);
+	ms.events = shipped;
+	ms.nevents = sizeof shipped / sizeof shipped[0];
+	text = run_verify(x->repo, &spec, &res);
+	assert_int_equal(res.entities, 3);
+	assert_int_equal(res.mismatches, 4);	/* u1 lacks e3 */
+	free(text);
+	spec.pending = mem_pending_fn;
+	text = run_verify(x->repo, &spec, &res);
+	assert_string_equal(text, "");
+	assert_int_equal(res.entities, 3);
+	assert_int_equal(res.mismatches, 0);
+	free(text);
+
+	/* A sample: that many entities per view. */
+	spec.sample = 2;
+	text = run_verify(x->repo, &spec, &res);
+	assert_string_equal(text, "");
+	assert_int_equal(res.entities, 2);
+	free(text);
+	free(db);
+}
+
 int
 main(void)
 {
@@ -572,6 +737,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_training_build,
 		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_training_errors,
+		    fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_verify,
 		    fx_setup, fx_teardown),
 	};
 
