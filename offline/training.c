@@ -24,6 +24,7 @@
 
 #include <jansson.h>
 
+#include "common/config.h"
 #include "common/sha256.h"
 #include "common/util.h"
 #include "common/xmalloc.h"
@@ -466,7 +467,7 @@ training_finish_group(struct training_job *job)
 }
 
 static int
-training_on_event(void *arg, const struct training_event *ev)
+training_on_event(void *arg, const struct offline_event *ev)
 {
 	struct training_job	*job = arg;
 	struct training_group	*g = job->cur;
@@ -722,6 +723,15 @@ out:
 }
 
 int
+training_scan_offline(void *offline, const struct repo_view *view,
+    int64_t max_ts, const char *const *keys, size_t nkeys,
+    offline_event_fn fn, void *arg, char *err, size_t errlen)
+{
+	return offline_scan_view(offline, view, max_ts, keys, nkeys, fn, arg,
+	    err, errlen);
+}
+
+int
 training_build(const struct repo *repo, const struct training_spec *spec,
     struct training_result *res, char *err, size_t errlen)
 {
@@ -776,5 +786,108 @@ out:
 	free(job.ts);
 	free(job.outs);
 	training_csv_row_free(&hdr);
+	return rc;
+}
+
+/* ------------------------------------------------------ pipeline step */
+
+static const char *
+training_ctx_str(json_t *ctx, const char *key)
+{
+	json_t	*v = json_object_get(ctx, key);
+
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+int
+training_step(json_t *ctx, FILE *outputs)
+{
+	json_t			*with = json_object_get(ctx, "with");
+	json_t			*jf = json_object_get(with, "features");
+	const char		*cfgpath = training_ctx_str(ctx, "config");
+	const char		*repodir = training_ctx_str(ctx, "repo");
+	const char		*spine = training_ctx_str(with, "spine");
+	const char		*output = training_ctx_str(with, "output");
+	struct training_spec	 spec = { 0 };
+	struct training_result	 res;
+	struct config		*cfg = NULL;
+	struct repo		*repo = NULL;
+	struct offline		*off = NULL;
+	char			*err = xmalloc(REPO_ERRLEN);
+	char			*features = NULL, *spinepath = NULL;
+	char			*outpath = NULL, *cwd = NULL;
+	size_t			 flen = 0, fcap = 0;
+	int			 rc = 1;
+
+	memset(&res, 0, sizeof res);
+	if (json_is_string(jf))
+		features = xstrdup(json_string_value(jf));
+	else if (json_is_array(jf)) {
+		size_t	 i;
+		json_t	*x;
+
+		json_array_foreach(jf, i, x) {
+			if (!json_is_string(x))
+				continue;
+			if (flen > 0)
+				buf_add(&features, &flen, &fcap, ",", 1);
+			buf_add(&features, &flen, &fcap, json_string_value(x),
+			    strlen(json_string_value(x)));
+		}
+	}
+	if (spine == NULL || features == NULL || cfgpath == NULL) {
+		fprintf(stderr, "training-set: with.spine (a path) and "
+		    "with.features (a list or a comma separated string) are "
+		    "required, and the context needs config\n");
+		goto out;
+	}
+	if ((cfg = config_load(cfgpath, err, REPO_ERRLEN)) == NULL) {
+		fprintf(stderr, "training-set: %s\n", err);
+		goto out;
+	}
+	if (repodir == NULL)
+		repodir = cfg->repo;
+	if ((repo = repo_load(repodir, err, REPO_ERRLEN)) == NULL) {
+		fprintf(stderr, "training-set: %s\n", err);
+		goto out;
+	}
+	spinepath = spine[0] == '/' ? xstrdup(spine) :
+	    xstrfmt("%s/%s", repodir, spine);
+	if ((cwd = getcwd(NULL, 0)) == NULL) {
+		fprintf(stderr, "training-set: getcwd: %s\n", strerror(errno));
+		goto out;
+	}
+	if (output == NULL)
+		output = "training_set.csv";
+	outpath = output[0] == '/' ? xstrdup(output) :
+	    xstrfmt("%s/%s", cwd, output);
+	if ((off = offline_open(cfg, repo, NULL, err, REPO_ERRLEN)) == NULL) {
+		fprintf(stderr, "training-set: %s\n", err);
+		goto out;
+	}
+	spec.spine = spinepath;
+	spec.output = outpath;
+	spec.features = features;
+	spec.scan = training_scan_offline;
+	spec.scan_arg = off;
+	if (training_build(repo, &spec, &res, err, REPO_ERRLEN) != 0) {
+		fprintf(stderr, "training-set: %s\n", err);
+		goto out;
+	}
+	fprintf(stderr, "training-set: %zu rows, features %s -> %s (sha256 "
+	    "%s)\n", res.rows, res.features, outpath, res.sha256);
+	fprintf(outputs, "path=%s\nrows=%zu\nsha256=%s\nfeatures=%s\n",
+	    outpath, res.rows, res.sha256, res.features);
+	rc = fflush(outputs) == 0 ? 0 : 1;
+out:
+	offline_close(off);
+	repo_free(repo);
+	config_free(cfg);
+	free(res.features);
+	free(features);
+	free(spinepath);
+	free(outpath);
+	free(cwd);
+	free(err);
 	return rc;
 }

@@ -12,29 +12,28 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
+#include "offline/offline.h"
+
 struct repo;
 struct repo_view;
 struct agg_value;
 
-/* One stored event of a view's source, as the offline store returns it. */
-struct training_event {
-	const char		*key;	/* join-key values joined by '|' */
-	size_t			 keylen;
-	int64_t			 ts;
-	int32_t			 partition;
-	int64_t			 offset;
-	const struct agg_value	*fields; /* source->nfields values */
-};
-typedef int (*training_event_fn)(void *arg, const struct training_event *ev);
-
 /*
- * Every event of view->source with ts <= max_ts, grouped by key and in
+ * A source of offline events with the contract of offline_scan_view():
+ * every event of view->source with ts <= max_ts, grouped by key and in
  * (ts, partition, offset) order within a key; only the keys listed when
  * nkeys > 0.  Returns 0, the callback's non-zero value, or -1 with err.
+ * training_scan_offline() is offline_scan_view() on a struct offline *;
+ * tests give events held in memory.
  */
 typedef int (*training_scan_fn)(void *src, const struct repo_view *view,
     int64_t max_ts, const char *const *keys, size_t nkeys,
-    training_event_fn fn, void *arg, char *err, size_t errlen);
+    offline_event_fn fn, void *arg, char *err, size_t errlen);
+int	training_scan_offline(void *offline, const struct repo_view *view,
+	    int64_t max_ts, const char *const *keys, size_t nkeys,
+	    offline_event_fn fn, void *arg, char *err, size_t errlen);
 
 struct training_spec {
 	const char		*spine;		/* CSV path */
@@ -126,12 +125,13 @@ struct verify_spec {
 	void			*scan_arg;
 	/*
 	 * The committed but not yet shipped events of view's source (may be
-	 * NULL): called with the open snapshot, in any order, events with
-	 * key set.  Returns 0 or -1 with err.
+	 * NULL): called with the open snapshot (a sqlite3 *), in any order.
+	 * verify_pending_outbox() reads the snapshot's outbox table.
+	 * Returns 0 or -1 with err.
 	 */
 	int			(*pending)(void *arg, void *db,
 				    const struct repo_view *view,
-				    training_event_fn fn, void *fnarg,
+				    offline_event_fn fn, void *fnarg,
 				    char *err, size_t errlen);
 	void			*pending_arg;
 	FILE			*report;	/* mismatch lines, or NULL */
@@ -149,7 +149,35 @@ struct verify_result {
  * Returns 0 (whatever the mismatch count), or -1 with err when the stores
  * cannot be read.
  */
+int	verify_pending_outbox(void *arg, void *db,
+	    const struct repo_view *view, offline_event_fn fn, void *fnarg,
+	    char *err, size_t errlen);
 int	verify_run(const struct repo *repo, const struct verify_spec *spec,
 	    struct verify_result *res, char *err, size_t errlen);
+
+/*
+ * The daemon's background verify: every offline.verify_interval, a run
+ * over offline.verify_sample entities per view, its result in the metrics
+ * mlopsd_verify_mismatches (last run), mlopsd_verify_entities,
+ * mlopsd_verify_runs_total and mlopsd_verify_failures_total, mismatches
+ * logged as warnings.  cfg and m must outlive it.  Returns NULL when the
+ * interval is 0 (off).  Stop joins the thread (waiting for a run under
+ * way).
+ */
+struct config;
+struct metrics;
+struct verify_periodic;
+struct verify_periodic	*verify_periodic_start(const struct config *cfg,
+			    struct metrics *m);
+void			 verify_periodic_stop(struct verify_periodic *vp);
+
+/*
+ * The `training-set` builtin pipeline step (contracts §2): with {spine,
+ * features[, output]} in the step context ctx, spine relative to the
+ * repo, output (default training_set.csv) relative to the run directory
+ * (the cwd).  Writes the outputs path (absolute), rows, sha256 and
+ * features to outputs.  Returns 0, or 1 with the reason on stderr.
+ */
+int	training_step(json_t *ctx, FILE *outputs);
 
 #endif

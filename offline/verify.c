@@ -16,7 +16,9 @@
  */
 #include "offline/training.h"
 
+#include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,10 +26,14 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "common/config.h"
+#include "common/log.h"
+#include "common/metrics.h"
 #include "common/util.h"
 #include "common/xmalloc.h"
 #include "features/features.h"
 #include "features/store.h"
+#include "offline/offline-internal.h"
 
 /* An event copied out of the scan: fields and their strings in one block. */
 struct verify_event {
@@ -68,7 +74,7 @@ struct verify_job {
 };
 
 static struct verify_event
-verify_copy(const struct repo_view *view, const struct training_event *ev)
+verify_copy(const struct repo_view *view, const struct offline_event *ev)
 {
 	const struct repo_source	*src = view->source;
 	struct verify_event		 e;
@@ -272,8 +278,7 @@ static int
 verify_entity(struct verify_job *job, const char *key, size_t keylen)
 {
 	const struct repo_view	*v = job->view;
-	struct verify_event	*g = job->group;
-	size_t			 n = 0;
+	struct verify_event	*g = job->group, *last = NULL;
 	int64_t			 as_of = job->spec->now_ms, ts;
 	struct agg_value	 a, b;
 	char			 msg[256];
@@ -285,9 +290,9 @@ verify_entity(struct verify_job *job, const char *key, size_t keylen)
 	for (size_t i = 0; i < job->ngroup; i++) {
 		if (!verify_in_cut(job, &g[i]))
 			continue;
-		if (n > 0 && g[i].partition == g[n - 1].partition &&
-		    g[i].offset == g[n - 1].offset && g[i].ts == g[n - 1].ts)
-			continue;
+		if (last != NULL && g[i].partition == last->partition &&
+		    g[i].offset == last->offset && g[i].ts == last->ts)
+			continue;	/* shipped and still in the outbox */
 		if (replay_add(job->off, g[i].ts, g[i].partition, g[i].offset,
 		    g[i].fields, msg, sizeof msg) != 0) {
 			snprintf(job->err, job->errlen, "view %s key %.*s: "
@@ -295,7 +300,7 @@ verify_entity(struct verify_job *job, const char *key, size_t keylen)
 			    key, g[i].partition, (long long)g[i].offset, msg);
 			return -1;
 		}
-		n++;
+		last = &g[i];
 	}
 	verify_events_free(job->group, job->ngroup);
 	job->ngroup = 0;
@@ -411,7 +416,7 @@ verify_finish_group(struct verify_job *job)
 }
 
 static int
-verify_on_event(void *arg, const struct training_event *ev)
+verify_on_event(void *arg, const struct offline_event *ev)
 {
 	struct verify_job	*job = arg;
 
@@ -426,7 +431,7 @@ verify_on_event(void *arg, const struct training_event *ev)
 }
 
 static int
-verify_on_pending(void *arg, const struct training_event *ev)
+verify_on_pending(void *arg, const struct offline_event *ev)
 {
 	struct verify_job	*job = arg;
 
@@ -434,6 +439,101 @@ verify_on_pending(void *arg, const struct training_event *ev)
 	    job->npending + 1, sizeof *job->pending);
 	job->pending[job->npending++] = verify_copy(job->view, ev);
 	return 0;
+}
+
+/* ---------------------------------------------------------- outbox */
+
+struct verify_outbox {
+	const struct repo_view	*view;
+	offline_event_fn	 fn;
+	void			*fnarg;
+	size_t			*keyidx;
+	struct agg_value	*fields;
+	char			*key;
+	size_t			 keycap;
+};
+
+/* One event of an outbox batch: as an offline_event of the view, if its. */
+static int
+verify_outbox_rec(void *arg, const struct offline_rec *rec)
+{
+	struct verify_outbox		*vo = arg;
+	const struct repo_source	*src = vo->view->source;
+	struct offline_event		 ev;
+	int				 len;
+
+	if (strcmp(rec->src->name, src->name) != 0)
+		return 0;
+	/* The batch names its fields: map them onto the repo's order. */
+	for (size_t i = 0; i < src->nfields; i++) {
+		vo->fields[i].type = AGG_NULL;
+		for (size_t j = 0; j < rec->src->nfields; j++) {
+			if (strcmp(rec->src->fields[j], src->fields[i].name)
+			    == 0) {
+				vo->fields[i] = rec->fields[j];
+				break;
+			}
+		}
+	}
+	len = offline_key_render(vo->keyidx, vo->view->njoin_keys,
+	    vo->fields, &vo->key, &vo->keycap);
+	if (len < 0)
+		return 0;	/* no key for this view: not in it online */
+	ev.key = vo->key;
+	ev.keylen = (size_t)len;
+	ev.ts = rec->ts;
+	ev.partition = rec->partition;
+	ev.offset = rec->offset;
+	ev.fields = vo->fields;
+	return vo->fn(vo->fnarg, &ev);
+}
+
+int
+verify_pending_outbox(void *arg, void *db, const struct repo_view *view,
+    offline_event_fn fn, void *fnarg, char *err, size_t errlen)
+{
+	struct verify_outbox	 vo;
+	sqlite3_stmt		*st = NULL;
+	int			 rc = -1, sr;
+
+	(void)arg;
+	memset(&vo, 0, sizeof vo);
+	vo.view = view;
+	vo.fn = fn;
+	vo.fnarg = fnarg;
+	vo.keyidx = xcalloc(view->njoin_keys + 1, sizeof *vo.keyidx);
+	vo.fields = xcalloc(view->source->nfields + 1, sizeof *vo.fields);
+	if (offline_view_keyidx(view, vo.keyidx) != 0) {
+		snprintf(err, errlen, "view %s: join keys not among the "
+		    "fields of source %s", view->name, view->source->name);
+		goto out;
+	}
+	if (sqlite3_prepare_v2(db, "SELECT data FROM outbox ORDER BY seq", -1,
+	    &st, NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "outbox: %s", sqlite3_errmsg(db));
+		goto out;
+	}
+	while ((sr = sqlite3_step(st)) == SQLITE_ROW) {
+		char	msg[256];
+
+		if (offline_batch_decode(sqlite3_column_blob(st, 0),
+		    (size_t)sqlite3_column_bytes(st, 0), verify_outbox_rec,
+		    &vo, msg, sizeof msg) != 0) {
+			snprintf(err, errlen, "outbox: %s", msg);
+			goto out;
+		}
+	}
+	if (sr != SQLITE_DONE) {
+		snprintf(err, errlen, "outbox: %s", sqlite3_errmsg(db));
+		goto out;
+	}
+	rc = 0;
+out:
+	sqlite3_finalize(st);
+	free(vo.keyidx);
+	free(vo.fields);
+	free(vo.key);
+	return rc;
 }
 
 /* --------------------------------------------------------- snapshot */
@@ -642,4 +742,160 @@ out:
 	free(job.cut);
 	free(job.held);
 	return rc;
+}
+
+/* ------------------------------------------------------- background */
+
+/*
+ * The daemon's periodic check: every interval, verify a sample against
+ * fresh handles (the repo as the daemon's config names it now, a separate
+ * offline connection and a read-only online snapshot), so it shares no
+ * state with ingest and survives reloads.
+ */
+struct verify_periodic {
+	const struct config	*cfg;
+	int64_t			 interval_ms;
+	size_t			 sample;
+	struct metric		*m_mismatches;
+	struct metric		*m_entities;
+	struct metric		*m_runs;
+	struct metric		*m_failures;
+	pthread_t		 thread;
+	/* lock guards stop; cond wakes the thread to stop early. */
+	pthread_mutex_t		 lock;
+	pthread_cond_t		 cond;
+	int			 stop;
+};
+
+#define VERIFY_LOG_LINES	10
+
+static void
+verify_periodic_once(struct verify_periodic *vp)
+{
+	struct verify_spec	 spec = { 0 };
+	struct verify_result	 res;
+	struct repo		*repo = NULL;
+	struct offline		*off = NULL;
+	char			*err = xmalloc(REPO_ERRLEN), *db = NULL;
+	char			*text = NULL, *line, *save = NULL;
+	size_t			 len = 0, n = 0;
+	int64_t			 t0 = util_now_ms();
+
+	if ((repo = repo_load(vp->cfg->repo, err, REPO_ERRLEN)) == NULL ||
+	    (off = offline_open(vp->cfg, repo, NULL, err,
+	    REPO_ERRLEN)) == NULL)
+		goto fail;
+	db = xstrfmt("%s/online.db", vp->cfg->data_dir);
+	spec.online_db = db;
+	spec.now_ms = t0;
+	spec.sample = vp->sample;
+	spec.scan = training_scan_offline;
+	spec.scan_arg = off;
+	spec.pending = verify_pending_outbox;
+	spec.report = open_memstream(&text, &len);
+	if (verify_run(repo, &spec, &res, err, REPO_ERRLEN) != 0) {
+		fclose(spec.report);
+		goto fail;
+	}
+	fclose(spec.report);
+	metric_set(vp->m_mismatches, (double)res.mismatches);
+	metric_set(vp->m_entities, (double)res.entities);
+	metric_inc(vp->m_runs);
+	if (res.mismatches == 0)
+		log_info("verify", "verified %zu entities, 0 mismatches (%lld "
+		    "ms)", res.entities, (long long)(util_now_ms() - t0));
+	else {
+		log_warn("verify", "verified %zu entities, %zu mismatches",
+		    res.entities, res.mismatches);
+		for (line = strtok_r(text, "\n", &save); line != NULL &&
+		    n++ < VERIFY_LOG_LINES; line = strtok_r(NULL, "\n", &save))
+			log_warn("verify", "%s", line);
+	}
+	goto out;
+fail:
+	metric_inc(vp->m_failures);
+	log_warn("verify", "background check failed: %s", err);
+out:
+	offline_close(off);
+	repo_free(repo);
+	free(text);
+	free(db);
+	free(err);
+}
+
+static void *
+verify_periodic_main(void *arg)
+{
+	struct verify_periodic	*vp = arg;
+	struct timespec		 ts;
+	int64_t			 due;
+
+	pthread_mutex_lock(&vp->lock);
+	while (!vp->stop) {
+		due = util_now_ms() + vp->interval_ms;
+		ts.tv_sec = due / 1000;
+		ts.tv_nsec = (due % 1000) * 1000000;
+		while (!vp->stop && util_now_ms() < due)
+			pthread_cond_timedwait(&vp->cond, &vp->lock, &ts);
+		if (vp->stop)
+			break;
+		pthread_mutex_unlock(&vp->lock);
+		verify_periodic_once(vp);
+		pthread_mutex_lock(&vp->lock);
+	}
+	pthread_mutex_unlock(&vp->lock);
+	return NULL;
+}
+
+struct verify_periodic *
+verify_periodic_start(const struct config *cfg, struct metrics *m)
+{
+	struct verify_periodic	*vp;
+
+	if (cfg->offline.verify_interval_ms <= 0 || m == NULL)
+		return NULL;
+	vp = xcalloc(1, sizeof *vp);
+	vp->cfg = cfg;
+	vp->interval_ms = cfg->offline.verify_interval_ms;
+	vp->sample = (size_t)cfg->offline.verify_sample;
+	vp->m_mismatches = metric_get(metrics_gauge(m,
+	    "mlopsd_verify_mismatches", "Values that differed between the "
+	    "online store and the offline copy in the last background "
+	    "verify", NULL));
+	vp->m_entities = metric_get(metrics_gauge(m,
+	    "mlopsd_verify_entities", "Entities compared by the last "
+	    "background verify", NULL));
+	vp->m_runs = metric_get(metrics_counter(m, "mlopsd_verify_runs_total",
+	    "Background verify runs completed", NULL));
+	vp->m_failures = metric_get(metrics_counter(m,
+	    "mlopsd_verify_failures_total", "Background verify runs that "
+	    "could not read the stores", NULL));
+	pthread_mutex_init(&vp->lock, NULL);
+	pthread_cond_init(&vp->cond, NULL);
+	if ((errno = pthread_create(&vp->thread, NULL, verify_periodic_main,
+	    vp)) != 0) {
+		log_error("verify", "pthread_create: %s", strerror(errno));
+		pthread_mutex_destroy(&vp->lock);
+		pthread_cond_destroy(&vp->cond);
+		free(vp);
+		return NULL;
+	}
+	log_info("verify", "background check every %lld ms, %zu entities "
+	    "per view", (long long)vp->interval_ms, vp->sample);
+	return vp;
+}
+
+void
+verify_periodic_stop(struct verify_periodic *vp)
+{
+	if (vp == NULL)
+		return;
+	pthread_mutex_lock(&vp->lock);
+	vp->stop = 1;
+	pthread_cond_signal(&vp->cond);
+	pthread_mutex_unlock(&vp->lock);
+	pthread_join(vp->thread, NULL);
+	pthread_mutex_destroy(&vp->lock);
+	pthread_cond_destroy(&vp->cond);
+	free(vp);
 }

@@ -29,6 +29,7 @@
 #include "common/xmalloc.h"
 #include "features/features.h"
 #include "features/store.h"
+#include "offline/offline.h"
 #include "offline/training.h"
 
 #define T0	INT64_C(1700006400000)	/* 2023-11-15T00:00:00Z */
@@ -388,7 +389,7 @@ struct mem_store {
 
 static int
 mem_scan(void *src, const struct repo_view *view, int64_t max_ts,
-    const char *const *keys, size_t nkeys, training_event_fn fn, void *arg,
+    const char *const *keys, size_t nkeys, offline_event_fn fn, void *arg,
     char *err, size_t errlen)
 {
 	struct mem_store	*ms = src;
@@ -406,7 +407,7 @@ mem_scan(void *src, const struct repo_view *view, int64_t max_ts,
 	}
 	for (size_t i = 0; i < ms->nevents; i++) {
 		const struct mem_event	*m = &ms->events[i];
-		struct training_event	 ev;
+		struct offline_event	 ev;
 		size_t			 k;
 
 		if (m->ts > max_ts)
@@ -569,15 +570,20 @@ test_training_errors(void **state)
 
 /* ------------------------------------------------------------- verify */
 
-/* The online store of mem_events, checkpointed at offsets 0:4 and 1:1. */
+/*
+ * The online store of mem_events, checkpointed at offsets 0:4 and 1:1;
+ * with outbox set, the events also go to the checkpoint's outbox (as
+ * ingest hands them to the offline store).
+ */
 static char *
-online_of_mem_events(struct fx *x)
+online_of_mem_events(struct fx *x, int outbox)
 {
 	char			*db = xstrfmt("%s/online.db", x->dir);
 	char			 err[512];
 	struct store		*s = store_open(x->repo, db, 2, NULL, err,
 				    sizeof err);
 	struct store_ckpt	*c = store_ckpt_new();
+	struct offline_batch	*b = offline_batch_new();
 	struct agg_value	 f[3];
 
 	if (s == NULL)
@@ -590,7 +596,12 @@ online_of_mem_events(struct fx *x)
 		assert_int_equal(store_apply(s, store_shard_of(s, 0, m->user,
 		    len), 0, m->user, len, m->ts, m->partition, m->offset, f,
 		    err, sizeof err), 0);
+		if (outbox)
+			offline_batch_add(b, &x->repo->sources[0],
+			    m->partition, m->offset, m->ts, f);
 	}
+	offline_batch_flush(b, c);
+	offline_batch_free(b);
 	for (int sh = 0; sh < 2; sh++)
 		store_ckpt_collect(s, sh, c);
 	store_ckpt_offset(c, "clicks", 0, 4);
@@ -611,7 +622,7 @@ static const struct mem_event mem_pending[] = {
 
 static int
 mem_pending_fn(void *arg, void *db, const struct repo_view *view,
-    training_event_fn fn, void *fnarg, char *err, size_t errlen)
+    offline_event_fn fn, void *fnarg, char *err, size_t errlen)
 {
 	struct mem_store	 ms;
 
@@ -666,7 +677,7 @@ test_verify(void **state)
 	struct mem_store	 ms;
 	struct verify_spec	 spec;
 	struct verify_result	 res;
-	char			*db = online_of_mem_events(x), *text;
+	char			*db = online_of_mem_events(x, 0), *text;
 
 	memset(&spec, 0, sizeof spec);
 	spec.online_db = db;
@@ -724,6 +735,43 @@ test_verify(void **state)
 	free(db);
 }
 
+/* Nothing shipped yet: every event still in the snapshot's outbox. */
+static void
+test_verify_outbox(void **state)
+{
+	struct fx		*x = *state;
+	struct mem_store	 ms;
+	struct verify_spec	 spec;
+	struct verify_result	 res;
+	char			*db = online_of_mem_events(x, 1), *text;
+
+	memset(&spec, 0, sizeof spec);
+	spec.online_db = db;
+	spec.now_ms = T0 + 11 * MIN + 1;
+	spec.scan = mem_scan;
+	spec.scan_arg = &ms;
+	memset(&ms, 0, sizeof ms);
+	ms.events = mem_events;
+	ms.nevents = 0;
+	text = run_verify(x->repo, &spec, &res);
+	assert_int_equal(res.entities, 3);
+	assert_int_equal(res.mismatches, 8);	/* u1 and u2: 4 outputs */
+	free(text);
+	spec.pending = verify_pending_outbox;
+	text = run_verify(x->repo, &spec, &res);
+	assert_string_equal(text, "");
+	assert_int_equal(res.entities, 3);
+	assert_int_equal(res.mismatches, 0);
+	free(text);
+	/* Shipped and still in the outbox: counted once. */
+	memset(&ms, 0, sizeof ms);
+	text = run_verify(x->repo, &spec, &res);
+	assert_string_equal(text, "");
+	assert_int_equal(res.mismatches, 0);
+	free(text);
+	free(db);
+}
+
 int
 main(void)
 {
@@ -739,6 +787,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_training_errors,
 		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_verify,
+		    fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_verify_outbox,
 		    fx_setup, fx_teardown),
 	};
 
