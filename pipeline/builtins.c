@@ -14,16 +14,13 @@
 #include <string.h>
 
 #include "common/xmalloc.h"
+#include "offline/training.h"
 #include "pipeline/builtin-ml-internal.h"
 
 static int
-dag_builtin_not_implemented(const struct dag_step_env *env)
+dag_builtin_training_set(const struct dag_step_env *env)
 {
-	json_t	*step = json_object_get(env->ctx, "step");
-
-	fprintf(stderr, "step %s: builtin not implemented yet\n",
-	    json_is_string(step) ? json_string_value(step) : "?");
-	return 1;
+	return training_step(env->ctx, env->outputs);
 }
 
 static int
@@ -90,8 +87,9 @@ static const char *const dag_evaluate_optional[] = { "model", "data",
  * other under with.params, so a misspelt key is caught at validate time.
  */
 const struct dag_builtin dag_builtins[] = {
+	/* Never cached: the offline store grows between runs. */
 	{ "training-set", dag_training_set_required, dag_training_set_optional,
-	    dag_builtin_not_implemented, 0, NULL },
+	    dag_builtin_training_set, 1, NULL },
 	{ "xgboost-train", dag_train_required, dag_train_optional,
 	    dag_builtin_xgboost_train, 0, dag_train_files },
 	{ "evaluate", dag_none, dag_evaluate_optional, dag_builtin_evaluate,
