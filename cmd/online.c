@@ -27,6 +27,7 @@
 #include "features/store.h"
 #include "ingest/ingest.h"
 #include "offline/offline.h"
+#include "offline/training.h"
 
 #define ONLINE_SHARDS	8
 /* Of the 10 s stop budget: shipping the outbox's tail to the offline store. */
@@ -50,6 +51,7 @@ struct online {
 	struct ingest		*ingest;
 	struct feature_api	*api;
 	struct ingest_options	 opt;
+	struct verify_periodic	*verify;	/* background verify, or NULL */
 };
 
 static int
@@ -200,6 +202,7 @@ online_new(struct daemon *d, const struct ingest_options *opt, char *err,
 	log_info("online", "feature repo %s (%s): %zu views, %zu sources",
 	    o->cfg->repo, o->repo->hash_hex, o->repo->nviews,
 	    o->repo->nsources);
+	o->verify = verify_periodic_start(o->cfg, o->m);
 	return o;
 fail:
 	online_free(o);
@@ -211,6 +214,7 @@ online_free(struct online *o)
 {
 	if (o == NULL)
 		return;
+	verify_periodic_stop(o->verify);
 	ingest_free(o->ingest);
 	offline_close(o->offline);
 	feature_api_free(o->api);

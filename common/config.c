@@ -108,6 +108,11 @@ static const struct config_key config_keys[] = {
 
 	{ "offline", "postgres", CONFIG_NSTR, NULL,
 	  CONFIG_OFF(offline.postgres), 0, 0, 0, NULL },
+	{ "offline", "verify_interval", CONFIG_DURATION, "10m",
+	  CONFIG_OFF(offline.verify_interval_ms), 0, 0, 7 * CONFIG_DAY_MS,
+	  NULL },
+	{ "offline", "verify_sample", CONFIG_INT, "1000",
+	  CONFIG_OFF(offline.verify_sample), 0, 0, 1000000000, NULL },
 
 	{ "http", "listen", CONFIG_STR, "127.0.0.1:8700",
 	  CONFIG_OFF(http.listen), 0, 0, 0, config_check_hostport },

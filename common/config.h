@@ -36,6 +36,8 @@ struct config {
 	} kafka;
 	struct {
 		char		*postgres;	/* NULL: embedded SQLite offline store */
+		int64_t		 verify_interval_ms; /* background verify; 0: off */
+		int		 verify_sample;	/* entities per view; 0: all */
 	} offline;
 	struct {
 		char		*listen;
