@@ -218,7 +218,10 @@ training_csv_put_value(char **buf, size_t *len, size_t *cap,
 		buf_add(buf, len, cap, num, strlen(num));
 		break;
 	case AGG_DOUBLE:
+		/* As JSON writes it: a double stays a double (2.0, not 2). */
 		snprintf(num, sizeof num, "%.17g", v->u.d);
+		if (strspn(num, "-0123456789") == strlen(num))
+			strcat(num, ".0");
 		buf_add(buf, len, cap, num, strlen(num));
 		break;
 	case AGG_BOOL:

@@ -95,7 +95,8 @@ training_csv_field(const struct training_csv_row *row, size_t i)
 void	training_csv_put(char **buf, size_t *len, size_t *cap, const char *s,
 	    size_t slen);
 /*
- * Append a feature value as a CSV field: ints decimal, doubles %.17g,
+ * Append a feature value as a CSV field: ints decimal, doubles %.17g
+ * (with ".0" when that would read as an int, as JSON writes it),
  * booleans true/false, strings as they are, null empty, lists as JSON.
  */
 void	training_csv_put_value(char **buf, size_t *len, size_t *cap,

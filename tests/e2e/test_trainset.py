@@ -62,7 +62,7 @@ def mlopsd(*args, timeout=60):
 def wait_shipped(d, n, timeout=30):
     """Wait until the offline copy holds n events and nothing is pending."""
     def shipped():
-        text = d.get("/metrics").text()
+        text = d.get("/metrics").text
         pend = ev.metric_values(text, "mlopsd_offline_pending_events")
         done = ev.metric_values(text, "mlopsd_offline_shipped_events_total")
         return pend and sum(pend.values()) == 0 and done and \
@@ -70,13 +70,14 @@ def wait_shipped(d, n, timeout=30):
     wait_until(shipped, timeout, interval=0.1, what="offline shipped")
 
 
-def start(pg=None, n=1500, nentities=12, seed=7):
+def start(pg=None, n=1500, nentities=12, seed=7, verify_interval="0s"):
     """kafka-mock, daemon (Postgres offline store when pg), the stream
     produced and shipped.  Returns (stack, daemon, accepted events)."""
     rng = random.Random(seed)
     now = int(time.time() * 1000)
     s = ev.Stack(oracle.repo_yaml(ENTITIES, [ORDERS], [VIEW]))
-    offline = {"postgres": pg.uri} if pg is not None else {"postgres": None}
+    offline = {"postgres": pg.uri if pg is not None else None,
+               "verify_interval": verify_interval}
     d = s.daemon(offline=offline)
     msgs = ev.orders_stream(rng, now, n=n, nentities=nentities)
     s.produce("orders", msgs)
@@ -84,6 +85,18 @@ def start(pg=None, n=1500, nentities=12, seed=7):
     events = ev.accepted(msgs)
     wait_shipped(d, len(events))
     return s, d, events
+
+
+def metric(d, name):
+    vals = ev.metric_values(d.get("/metrics").text, name)
+    return sum(vals.values()) if vals else None
+
+
+def wait_metric(d, name, cond, timeout=20):
+    def ok():
+        v = metric(d, name)
+        return v if v is not None and cond(v) else None
+    return wait_until(ok, timeout, interval=0.2, what=name)
 
 
 def spine_rows(events, rng):
@@ -257,9 +270,12 @@ def postgres_training_set_and_verify():
 @test
 def sqlite_training_set_and_verify():
     need_clients()
-    s, d, events = start(None, seed=11)
+    s, d, events = start(None, seed=11, verify_interval="1s")
     check_training_set(d, events)
     check_verify(d, len(oracle.group_by_entity(VIEW, events)))
+    # The daemon's own check, every second: 0 mismatches so far.
+    runs = wait_metric(d, "mlopsd_verify_runs_total", lambda v: v >= 1)
+    assert metric(d, "mlopsd_verify_mismatches") == 0
     key, e = newest_amount_event(events)
     db = sqlite3.connect(os.path.join(d.data_dir, "offline.db"), timeout=10)
     with db:
@@ -269,6 +285,9 @@ def sqlite_training_set_and_verify():
         assert cur.rowcount == 1
     db.close()
     check_tampered(d, key, None)
+    wait_metric(d, "mlopsd_verify_mismatches", lambda v: v > 0)
+    assert metric(d, "mlopsd_verify_runs_total") > runs
+    assert "verify: merchant_orders %s " % key in d.log()
     d.stop()
 
 

@@ -247,6 +247,14 @@ test_csv_values(void **state)
 	training_csv_put_value(&buf, &len, &cap, &v);
 	assert_string_equal(buf, "0.10000000000000001");
 	len = 0;
+	v.type = AGG_DOUBLE, v.u.d = -2;
+	training_csv_put_value(&buf, &len, &cap, &v);
+	assert_string_equal(buf, "-2.0");
+	len = 0;
+	v.type = AGG_DOUBLE, v.u.d = 1e300;
+	training_csv_put_value(&buf, &len, &cap, &v);
+	assert_string_equal(buf, "1.0000000000000001e+300");
+	len = 0;
 	v.type = AGG_NULL;
 	training_csv_put_value(&buf, &len, &cap, &v);
 	assert_string_equal(buf, "");
