@@ -243,6 +243,46 @@ def bad_inputs(d):
         r.stderr
 
 
+def check_step(s, d, events):
+    """The training-set builtin as the pipeline engine runs it: spine in
+    the repo, output in the run directory, outputs for the next steps."""
+    import hashlib
+    rows = spine_rows(events, random.Random(5))[:50]
+    write_spine(os.path.join(s.repo, "spine.csv"), rows)
+    run = tmpdir()
+    ctx = {"run_id": "r1", "dag": "train", "step": "data", "attempt": 1,
+           "with": {"spine": "spine.csv",
+                    "features": ["merchant_orders:orders_1h",
+                                 "merchant_orders:revenue_1d"]},
+           "needs": {}, "config": d.config_path, "repo": s.repo,
+           "data_dir": d.data_dir}
+    with open(os.path.join(run, "ctx.json"), "w") as f:
+        json.dump(ctx, f)
+    env = dict(os.environ, MLOPSD_STEP_CONTEXT=os.path.join(run, "ctx.json"),
+               MLOPSD_OUTPUTS=os.path.join(run, "outputs"))
+    r = subprocess.run([binary(), "step", "training-set"], cwd=run, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(run, "outputs")) as f:
+        out = dict(line.rstrip("\n").split("=", 1) for line in f)
+    assert out["path"] == os.path.join(run, "training_set.csv"), out
+    assert out["rows"] == "50", out
+    assert out["features"] == "merchant_orders:orders_1h," \
+        "merchant_orders:revenue_1d", out
+    with open(out["path"], "rb") as f:
+        data = f.read()
+    assert hashlib.sha256(data).hexdigest() == out["sha256"], out
+    assert data.decode().split("\n")[0] == "merchant_id,event_timestamp," \
+        "note,merchant_orders__orders_1h,merchant_orders__revenue_1d"
+    # A bad spine fails the step, naming it.
+    ctx["with"]["spine"] = "missing.csv"
+    with open(os.path.join(run, "ctx.json"), "w") as f:
+        json.dump(ctx, f)
+    r = subprocess.run([binary(), "step", "training-set"], cwd=run, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "missing.csv" in r.stderr, r.stderr
+
+
 @test
 def postgres_training_set_and_verify():
     need_clients()
@@ -272,6 +312,7 @@ def sqlite_training_set_and_verify():
     need_clients()
     s, d, events = start(None, seed=11, verify_interval="1s")
     check_training_set(d, events)
+    check_step(s, d, events)
     check_verify(d, len(oracle.group_by_entity(VIEW, events)))
     # The daemon's own check, every second: 0 mismatches so far.
     runs = wait_metric(d, "mlopsd_verify_runs_total", lambda v: v >= 1)
