@@ -88,7 +88,8 @@ verify_copy(const struct repo_view *view, const struct offline_event *ev)
 	p = (char *)(e.fields + src->nfields);
 	for (size_t i = 0; i < src->nfields; i++) {
 		e.fields[i] = ev->fields[i];
-		if (ev->fields[i].type != AGG_STRING)
+		if (ev->fields[i].type != AGG_STRING ||
+		    ev->fields[i].u.s.len == 0)
 			continue;
 		memcpy(p, ev->fields[i].u.s.ptr, ev->fields[i].u.s.len);
 		e.fields[i].u.s.ptr = p;
@@ -165,8 +166,8 @@ verify_in_cut(const struct verify_job *job, const struct verify_event *e)
 			break;
 	if (i == job->ncut || e->offset >= job->cut[i].offset)
 		return 0;
-	return bsearch(&p, job->held, job->nheld, sizeof p,
-	    verify_pos_cmp) == NULL;
+	return job->nheld == 0 || bsearch(&p, job->held, job->nheld,
+	    sizeof p, verify_pos_cmp) == NULL;
 }
 
 /* ------------------------------------------------------- seen set */
@@ -285,7 +286,8 @@ verify_entity(struct verify_job *job, const char *key, size_t keylen)
 	int			 rc;
 
 	/* Offline: inside the cut, each (partition, offset) once, in order. */
-	qsort(g, job->ngroup, sizeof *g, verify_event_cmp);
+	if (job->ngroup > 1)
+		qsort(g, job->ngroup, sizeof *g, verify_event_cmp);
 	replay_reset(job->off);
 	for (size_t i = 0; i < job->ngroup; i++) {
 		if (!verify_in_cut(job, &g[i]))
@@ -575,7 +577,9 @@ verify_load_positions(struct verify_job *job, const char *topic)
 		st = NULL;
 		goto fail;
 	}
-	qsort(job->held, job->nheld, sizeof *job->held, verify_pos_cmp);
+	if (job->nheld > 1)
+		qsort(job->held, job->nheld, sizeof *job->held,
+		    verify_pos_cmp);
 	return 0;
 fail:
 	sqlite3_finalize(st);
@@ -640,8 +644,9 @@ verify_view(struct verify_job *job, const struct repo_view *v)
 	if (spec->pending != NULL && spec->pending(spec->pending_arg,
 	    job->db, v, verify_on_pending, job, job->err, job->errlen) != 0)
 		goto out;
-	qsort(job->pending, job->npending, sizeof *job->pending,
-	    verify_pending_cmp);
+	if (job->npending > 1)
+		qsort(job->pending, job->npending, sizeof *job->pending,
+		    verify_pending_cmp);
 	if (spec->sample > 0 && nkeys == 0) {
 		rc = 0;
 		goto out;
