@@ -32,6 +32,8 @@
 #include "features/store.h"
 
 #define TRAINING_TS_COLUMN	"event_timestamp"
+/* Spine rows joined at a time: memory is bounded by a chunk. */
+#define TRAINING_CHUNK_ROWS	1000000
 /* Up to this many distinct keys the scan asks for those keys alone. */
 #define TRAINING_MAX_SCAN_KEYS	10000
 
@@ -64,7 +66,9 @@ struct training_job {
 	const struct repo	 *repo;
 	struct training_out	 *outs;
 	size_t			  nouts;
-	/* The spine. */
+	/* The spine: the chunk of rows being joined. */
+	size_t			  line;		/* physical lines read */
+	size_t			  rowbase;	/* rows of earlier chunks */
 	struct training_csv_row	 *rows;
 	size_t			  nrows;
 	int64_t			 *ts;
@@ -172,7 +176,8 @@ static void
 buf_add(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
 {
 	*buf = xgrow(*buf, cap, *len + n + 1, 1);
-	memcpy(*buf + *len, s, n);
+	if (n > 0)
+		memcpy(*buf + *len, s, n);
 	*len += n;
 	(*buf)[*len] = '\0';
 }
@@ -313,29 +318,28 @@ training_find_column(const struct training_csv_row *hdr, const char *name)
 	return -1;
 }
 
-static int
-training_read_spine(struct training_job *job, const char *path,
+/* Open the spine, read its header and check its columns. */
+static FILE *
+training_open_spine(struct training_job *job, const char *path,
     struct training_csv_row *hdr, int *tscol, char *err, size_t errlen)
 {
-	FILE			*f;
-	struct training_csv_row	 row;
-	size_t			 line = 0, cap = 0, tcap = 0;
-	char			 msg[256];
-	int			 rc = -1, r;
+	FILE	*f;
+	char	 msg[256];
+	int	 r;
 
 	if ((f = fopen(path, "r")) == NULL) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -1;
+		return NULL;
 	}
-	if ((r = training_csv_read(f, &line, hdr, msg, sizeof msg)) <= 0) {
+	if ((r = training_csv_read(f, &job->line, hdr, msg, sizeof msg)) <= 0) {
 		snprintf(err, errlen, "%s: %s", path, r == 0 ?
 		    "empty file (a header line is needed)" : msg);
-		goto out;
+		goto fail;
 	}
 	if ((*tscol = training_find_column(hdr, TRAINING_TS_COLUMN)) < 0) {
 		snprintf(err, errlen, "%s:1: missing column %s", path,
 		    TRAINING_TS_COLUMN);
-		goto out;
+		goto fail;
 	}
 	for (size_t o = 0; o < job->nouts; o++) {
 		const struct repo_view *v = &job->repo->views[job->outs[o].view];
@@ -345,20 +349,42 @@ training_read_spine(struct training_job *job, const char *path,
 				continue;
 			snprintf(err, errlen, "%s:1: missing column %s (a join "
 			    "key of view %s)", path, v->join_keys[k], v->name);
-			goto out;
+			goto fail;
 		}
 	}
-	for (;;) {
+	return f;
+fail:
+	fclose(f);
+	return NULL;
+}
+
+/*
+ * Read up to max rows of the spine into job->rows (after the rowbase rows
+ * already done).  Returns 0 (job->nrows < max: the end was reached), or
+ * -1 with err.
+ */
+static int
+training_read_rows(struct training_job *job, FILE *f, const char *path,
+    const struct training_csv_row *hdr, int tscol, size_t max, char *err,
+    size_t errlen)
+{
+	struct training_csv_row	 row;
+	size_t			 cap = 0, tcap = 0;
+	char			 msg[256];
+	int			 r;
+
+	while (job->nrows < max) {
 		const char	*tstext;
+		size_t		 rowno;
 
 		memset(&row, 0, sizeof row);
-		if ((r = training_csv_read(f, &line, &row, msg,
+		if ((r = training_csv_read(f, &job->line, &row, msg,
 		    sizeof msg)) <= 0) {
 			training_csv_row_free(&row);
 			if (r == 0)
 				break;
 			snprintf(err, errlen, "%s: %s", path, msg);
-			goto out;
+			return -1;
 		}
 		if (row.n == 1 && row.len == 1) {
 			training_csv_row_free(&row);	/* a blank line */
@@ -367,31 +393,48 @@ training_read_spine(struct training_job *job, const char *path,
 		job->rows = xgrow(job->rows, &cap, job->nrows + 1,
 		    sizeof *job->rows);
 		job->rows[job->nrows++] = row;
+		rowno = job->rowbase + job->nrows;
 		if (row.n != hdr->n) {
 			snprintf(err, errlen, "%s:%zu: row %zu has %zu fields, "
-			    "the header %zu", path, row.line, job->nrows,
-			    row.n, hdr->n);
-			goto out;
+			    "the header %zu", path, row.line, rowno, row.n,
+			    hdr->n);
+			return -1;
 		}
 		job->ts = xgrow(job->ts, &tcap, job->nrows, sizeof *job->ts);
-		tstext = training_csv_field(&row, (size_t)*tscol);
+		tstext = training_csv_field(&row, (size_t)tscol);
 		if (util_parse_timestamp_ms(tstext, &job->ts[job->nrows - 1])
 		    != 0) {
 			snprintf(err, errlen, "%s:%zu: row %zu, column %s: bad "
 			    "timestamp \"%.64s\" (epoch milliseconds or "
-			    "RFC 3339)", path, row.line, job->nrows,
+			    "RFC 3339)", path, row.line, rowno,
 			    TRAINING_TS_COLUMN, tstext);
-			goto out;
+			return -1;
 		}
 	}
 	if (ferror(f)) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		goto out;
+		return -1;
 	}
-	rc = 0;
-out:
-	fclose(f);
-	return rc;
+	return 0;
+}
+
+/* Free the rows of a chunk and their cells. */
+static void
+training_chunk_free(struct training_job *job)
+{
+	for (size_t i = 0; job->cells != NULL &&
+	    i < job->nrows * job->nouts; i++)
+		free(job->cells[i]);
+	free(job->cells);
+	job->cells = NULL;
+	for (size_t r = 0; r < job->nrows; r++)
+		training_csv_row_free(&job->rows[r]);
+	free(job->rows);
+	job->rows = NULL;
+	free(job->ts);
+	job->ts = NULL;
+	job->rowbase += job->nrows;
+	job->nrows = 0;
 }
 
 /* ---------------------------------------------------------------- join */
@@ -629,99 +672,118 @@ out:
 
 /* -------------------------------------------------------------- output */
 
-static int
-training_write(struct training_job *job, const struct training_spec *spec,
-    const struct training_csv_row *hdr, struct training_result *res,
-    char *err, size_t errlen)
-{
+/* The output: a temporary file renamed at the end, or stdout. */
+struct training_sink {
+	FILE		*f;
+	char		*tmp;		/* NULL for stdout */
 	struct sha256	 sha;
-	char		*tmp = NULL, *line = NULL;
-	size_t		 len = 0, cap = 0;
-	FILE		*f = stdout;
-	int		 fd, rc = -1;
+	char		*line;
+	size_t		 cap;
+};
 
-	if (spec->output != NULL) {
-		xasprintf(&tmp, "%s.tmp.XXXXXX", spec->output);
-		if ((fd = mkstemp(tmp)) < 0 ||
-		    (f = fdopen(fd, "w")) == NULL) {
-			snprintf(err, errlen, "%s: %s", spec->output,
-			    strerror(errno));
-			if (fd >= 0) {
-				close(fd);
-				unlink(tmp);
-			}
-			free(tmp);
-			return -1;
+static int
+training_sink_open(struct training_sink *o, const char *output, char *err,
+    size_t errlen)
+{
+	int	fd;
+
+	memset(o, 0, sizeof *o);
+	sha256_init(&o->sha);
+	o->f = stdout;
+	if (output == NULL)
+		return 0;
+	xasprintf(&o->tmp, "%s.tmp.XXXXXX", output);
+	if ((fd = mkstemp(o->tmp)) < 0 || (o->f = fdopen(fd, "w")) == NULL) {
+		snprintf(err, errlen, "%s: %s", output, strerror(errno));
+		if (fd >= 0) {
+			close(fd);
+			unlink(o->tmp);
 		}
+		free(o->tmp);
+		o->tmp = NULL;
+		o->f = NULL;
+		return -1;
 	}
-	sha256_init(&sha);
-	for (size_t r = 0; r <= job->nrows; r++) {
-		const struct training_csv_row *row = r == 0 ? hdr :
-		    &job->rows[r - 1];
+	return 0;
+}
 
-		len = 0;
-		for (size_t i = 0; i < row->n; i++) {
-			const char *s = training_csv_field(row, i);
+/* Write row (NULL: the header) with its cells (or the column names). */
+static void
+training_sink_row(struct training_sink *o, const struct training_job *job,
+    const struct training_csv_row *row, char *const *cells)
+{
+	size_t	len = 0;
 
-			if (i > 0)
-				buf_add(&line, &len, &cap, ",", 1);
-			training_csv_put(&line, &len, &cap, s, strlen(s));
-		}
-		for (size_t o = 0; o < job->nouts; o++) {
-			const char *c;
+	for (size_t i = 0; i < row->n; i++) {
+		const char *s = training_csv_field(row, i);
 
-			buf_add(&line, &len, &cap, ",", 1);
-			if (r == 0) {
-				const struct training_out *out = &job->outs[o];
-				const struct repo_view *v =
-				    &job->repo->views[out->view];
-				const char *name = v->outputs[out->feature *
-				    v->nwindows + out->window];
-
-				c = strchr(name, ':') + 1;
-				buf_add(&line, &len, &cap, v->name,
-				    strlen(v->name));
-				buf_add(&line, &len, &cap, "__", 2);
-				training_csv_put(&line, &len, &cap, c,
-				    strlen(c));
-				continue;
-			}
-			c = job->cells[(r - 1) * job->nouts + o];
-			buf_add(&line, &len, &cap, c, strlen(c));
-		}
-		buf_add(&line, &len, &cap, "\n", 1);
-		sha256_update(&sha, line, len);
-		if (fwrite(line, 1, len, f) != len)
-			break;
+		if (i > 0)
+			buf_add(&o->line, &len, &o->cap, ",", 1);
+		training_csv_put(&o->line, &len, &o->cap, s, strlen(s));
 	}
-	if (fflush(f) != 0 || ferror(f) ||
-	    (f != stdout && fsync(fileno(f)) != 0)) {
-		snprintf(err, errlen, "%s: %s", spec->output != NULL ?
-		    spec->output : "stdout", strerror(errno));
+	for (size_t c = 0; c < job->nouts; c++) {
+		const struct training_out	*out = &job->outs[c];
+		const struct repo_view		*v =
+		    &job->repo->views[out->view];
+		const char			*name;
+
+		buf_add(&o->line, &len, &o->cap, ",", 1);
+		if (cells != NULL) {
+			buf_add(&o->line, &len, &o->cap, cells[c],
+			    strlen(cells[c]));
+			continue;
+		}
+		name = strchr(v->outputs[out->feature * v->nwindows +
+		    out->window], ':') + 1;
+		buf_add(&o->line, &len, &o->cap, v->name, strlen(v->name));
+		buf_add(&o->line, &len, &o->cap, "__", 2);
+		training_csv_put(&o->line, &len, &o->cap, name, strlen(name));
+	}
+	buf_add(&o->line, &len, &o->cap, "\n", 1);
+	sha256_update(&o->sha, o->line, len);
+	fwrite(o->line, 1, len, o->f);	/* errors: ferror() at the end */
+}
+
+/*
+ * Finish: flush, fsync and rename into place (ok), or remove the
+ * temporary file (!ok).  Returns 0, or -1 with err.
+ */
+static int
+training_sink_close(struct training_sink *o, const char *output, int ok,
+    struct training_result *res, char *err, size_t errlen)
+{
+	int	rc = -1;
+
+	if (o->f == NULL)
 		goto out;
+	if (ok && (fflush(o->f) != 0 || ferror(o->f) ||
+	    (o->tmp != NULL && fsync(fileno(o->f)) != 0))) {
+		snprintf(err, errlen, "%s: %s", output != NULL ? output :
+		    "stdout", strerror(errno));
+		ok = 0;
 	}
-	if (f != stdout) {
-		int cr = fclose(f);
-
-		f = stdout;
-		if (cr != 0 || rename(tmp, spec->output) != 0) {
-			snprintf(err, errlen, "%s: %s", spec->output,
+	if (o->tmp != NULL) {
+		if (fclose(o->f) != 0 && ok) {
+			snprintf(err, errlen, "%s: %s", output,
 			    strerror(errno));
-			goto out;
+			ok = 0;
 		}
-		free(tmp);
-		tmp = NULL;
+		if (ok && rename(o->tmp, output) != 0) {
+			snprintf(err, errlen, "%s: %s", output,
+			    strerror(errno));
+			ok = 0;
+		}
+		if (!ok)
+			unlink(o->tmp);
 	}
-	sha256_final_hex(&sha, res->sha256);
-	rc = 0;
+	if (ok) {
+		sha256_final_hex(&o->sha, res->sha256);
+		rc = 0;
+	}
 out:
-	if (f != stdout)
-		fclose(f);
-	if (tmp != NULL) {
-		unlink(tmp);
-		free(tmp);
-	}
-	free(line);
+	free(o->tmp);
+	free(o->line);
+	memset(o, 0, sizeof *o);
 	return rc;
 }
 
@@ -740,7 +802,11 @@ training_build(const struct repo *repo, const struct training_spec *spec,
 {
 	struct training_job	 job;
 	struct training_csv_row	 hdr;
-	int			 tscol = -1, rc = -1;
+	struct training_sink	 sink;
+	FILE			*spine = NULL;
+	size_t			 chunk = spec->chunk_rows > 0 ?
+				     spec->chunk_rows : TRAINING_CHUNK_ROWS;
+	int			 tscol = -1, rc = -1, opened = 0;
 	char			*names = NULL;
 	size_t			 nlen = 0, ncap = 0;
 
@@ -750,43 +816,65 @@ training_build(const struct repo *repo, const struct training_spec *spec,
 	job.repo = repo;
 	if (training_parse_features(&job, spec->features, err, errlen) != 0)
 		goto out;
-	if (training_read_spine(&job, spec->spine, &hdr, &tscol, err,
-	    errlen) != 0)
+	if ((spine = training_open_spine(&job, spec->spine, &hdr, &tscol, err,
+	    errlen)) == NULL)
 		goto out;
-	job.cells = xcalloc(job.nrows * job.nouts + 1, sizeof *job.cells);
-	for (size_t o = 0; o < job.nouts; o++) {
-		size_t vi = job.outs[o].view, p;
+	/* Rows before the output: a bad first chunk writes nothing at all. */
+	if (training_read_rows(&job, spine, spec->spine, &hdr, tscol, chunk,
+	    err, errlen) != 0)
+		goto out;
+	if (training_sink_open(&sink, spec->output, err, errlen) != 0)
+		goto out;
+	opened = 1;
+	training_sink_row(&sink, &job, &hdr, NULL);
+	for (;;) {
+		size_t	got = job.nrows;
 
-		for (p = 0; p < o && job.outs[p].view != vi; p++)
-			;
-		if (p < o)
-			continue;	/* view joined already */
-		if (training_join_view(&job, spec, vi, &hdr, err, errlen) != 0)
+		job.cells = xcalloc(job.nrows * job.nouts + 1,
+		    sizeof *job.cells);
+		for (size_t o = 0; o < job.nouts && job.nrows > 0; o++) {
+			size_t vi = job.outs[o].view, p;
+
+			for (p = 0; p < o && job.outs[p].view != vi; p++)
+				;
+			if (p < o)
+				continue;	/* view joined already */
+			if (training_join_view(&job, spec, vi, &hdr, err,
+			    errlen) != 0)
+				goto out;
+		}
+		for (size_t r = 0; r < job.nrows; r++)
+			training_sink_row(&sink, &job, &job.rows[r],
+			    job.cells + r * job.nouts);
+		training_chunk_free(&job);
+		if (got < chunk)
+			break;
+		/* A spine larger than a chunk: the next one, its own scans. */
+		if (training_read_rows(&job, spine, spec->spine, &hdr, tscol,
+		    chunk, err, errlen) != 0)
 			goto out;
 	}
-	if (training_write(&job, spec, &hdr, res, err, errlen) != 0)
+	opened = 0;
+	if (training_sink_close(&sink, spec->output, 1, res, err, errlen) != 0)
 		goto out;
 	for (size_t o = 0; o < job.nouts; o++) {
-		const struct repo_view *v = &repo->views[job.outs[o].view];
+		const struct repo_view	*v = &repo->views[job.outs[o].view];
+		const char		*name = v->outputs[job.outs[o].feature *
+					    v->nwindows + job.outs[o].window];
 
 		if (o > 0)
 			buf_add(&names, &nlen, &ncap, ",", 1);
-		buf_add(&names, &nlen, &ncap, v->outputs[job.outs[o].feature *
-		    v->nwindows + job.outs[o].window],
-		    strlen(v->outputs[job.outs[o].feature * v->nwindows +
-		    job.outs[o].window]));
+		buf_add(&names, &nlen, &ncap, name, strlen(name));
 	}
 	res->features = names;
-	res->rows = job.nrows;
+	res->rows = job.rowbase;
 	rc = 0;
 out:
-	for (size_t i = 0; job.cells != NULL && i < job.nrows * job.nouts; i++)
-		free(job.cells[i]);
-	free(job.cells);
-	for (size_t r = 0; r < job.nrows; r++)
-		training_csv_row_free(&job.rows[r]);
-	free(job.rows);
-	free(job.ts);
+	if (opened)
+		training_sink_close(&sink, spec->output, 0, res, err, errlen);
+	if (spine != NULL)
+		fclose(spine);
+	training_chunk_free(&job);
 	free(job.outs);
 	training_csv_row_free(&hdr);
 	return rc;

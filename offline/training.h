@@ -41,6 +41,7 @@ struct training_spec {
 	const char		*features;	/* "view:feature_window,view,..." */
 	training_scan_fn	 scan;
 	void			*scan_arg;
+	size_t			 chunk_rows;	/* rows joined at a time; 0: 1M */
 };
 
 struct training_result {
@@ -55,10 +56,12 @@ struct training_result {
  * row, in spine order, with a `view__feature_window` column per requested
  * output, values as of the row's event_timestamp.  The output is written
  * to a temporary file next to spec->output and renamed at the end, so an
- * error leaves no output file.  Errors name the spine's line and column
- * (missing column, bad timestamp, unknown feature).  The spine is held in
- * memory (about its size in bytes plus 64 bytes per row and the output
- * cells); the offline events are streamed.  Returns 0, or -1 with err.
+ * error leaves no output file (on stdout, the rows of chunks before the
+ * error).  Errors name the spine's line and column (missing column, bad
+ * timestamp, unknown feature).  Memory is bounded: the spine is joined in
+ * chunks of chunk_rows rows (each chunk scans the offline events of its
+ * keys once per view), the offline events are streamed.  Returns 0, or
+ * -1 with err.
  */
 int	training_build(const struct repo *repo, const struct training_spec *spec,
 	    struct training_result *res, char *err, size_t errlen);

@@ -496,8 +496,23 @@ test_training_build(void **state)
 	    "u2,2023-11-15T00:05:00Z,1,1,10,x,\"[\"\"x\"\"]\"\n");
 	assert_int_equal(sha256_file_hex(out, hex, NULL, err, sizeof err), 0);
 	assert_string_equal(hex, res.sha256);
-	free(got);
 	free(res.features);
+
+	/* In chunks of 2 rows (bounded memory): the same bytes. */
+	for (size_t chunk = 1; chunk <= 3; chunk++) {
+		char *again;
+
+		spec.chunk_rows = chunk;
+		if (training_build(x->repo, &spec, &res, err, sizeof err) != 0)
+			fail_msg("training_build: %s", err);
+		assert_int_equal(res.rows, 7);
+		assert_string_equal(hex, res.sha256);
+		again = read_file(out);
+		assert_string_equal(again, got);
+		free(again);
+		free(res.features);
+	}
+	free(got);
 	free(spine);
 	free(out);
 }
@@ -550,6 +565,15 @@ test_training_errors(void **state)
 		assert_int_equal(access(out, F_OK), -1);
 		free(want);
 	}
+	/* An error in a later chunk: still no output file. */
+	write_file(spine, "user_id,event_timestamp\nu1,1\nu1,2\nu1,x\n");
+	spec.features = FEATURES;
+	spec.chunk_rows = 1;
+	assert_int_equal(training_build(x->repo, &spec, &res, err,
+	    sizeof err), -1);
+	assert_non_null(strstr(err, ":4: row 3, column event_timestamp"));
+	assert_int_equal(access(out, F_OK), -1);
+	spec.chunk_rows = 0;
 	write_file(spine, "user_id,event_timestamp\nu1,1\n");
 	spec.features = "user_clicks:clicks_10m,user_clicks:nope_1h";
 	assert_int_equal(training_build(x->repo, &spec, &res, err,
