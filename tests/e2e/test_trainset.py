@@ -79,6 +79,9 @@ def start(pg=None, n=1500, nentities=12, seed=7, verify_interval="0s"):
     offline = {"postgres": pg.uri if pg is not None else None,
                "verify_interval": verify_interval}
     d = s.daemon(offline=offline)
+    if "Postgres offline backend is not built yet" in d.log():
+        d.stop()
+        skip("the Postgres offline backend is not built yet")
     msgs = ev.orders_stream(rng, now, n=n, nentities=nentities)
     s.produce("orders", msgs)
     ev.wait_counted(d, "orders", len(msgs))
