@@ -926,13 +926,24 @@ training_step(json_t *ctx, FILE *outputs)
 			    strlen(json_string_value(x)));
 		}
 	}
-	if (spine == NULL || features == NULL || cfgpath == NULL) {
+	if (spine == NULL || features == NULL) {
 		fprintf(stderr, "training-set: with.spine (a path) and "
 		    "with.features (a list or a comma separated string) are "
-		    "required, and the context needs config\n");
+		    "required\n");
 		goto out;
 	}
-	if ((cfg = config_load(cfgpath, err, REPO_ERRLEN)) == NULL) {
+	/*
+	 * The daemon's config; without one (`mlopsd dev`), the defaults over
+	 * the context's data_dir: the embedded SQLite offline store there.
+	 */
+	if (cfgpath != NULL && cfgpath[0] != '\0')
+		cfg = config_load(cfgpath, err, REPO_ERRLEN);
+	else if ((cfg = config_defaults(err, REPO_ERRLEN)) != NULL &&
+	    training_ctx_str(ctx, "data_dir") != NULL) {
+		free(cfg->data_dir);
+		cfg->data_dir = xstrdup(training_ctx_str(ctx, "data_dir"));
+	}
+	if (cfg == NULL) {
 		fprintf(stderr, "training-set: %s\n", err);
 		goto out;
 	}
