@@ -63,6 +63,69 @@ static const struct {
 	{ NULL, "/" DEV_EXAMPLE },
 };
 
+static void	cmd_dev_set(char **, const char *);
+
+/* key: "value" (YAML double-quoted), or key: null */
+static void
+cmd_dev_yaml_str(FILE *f, const char *key, const char *v)
+{
+	const char	*p;
+
+	if (v == NULL) {
+		fprintf(f, "%s: null\n", key);
+		return;
+	}
+	fprintf(f, "%s: \"", key);
+	for (p = v; *p != '\0'; p++) {
+		if (*p == '"' || *p == '\\')
+			fputc('\\', f);
+		fputc(*p, f);
+	}
+	fprintf(f, "\"\n");
+}
+
+/*
+ * Write the effective configuration to DATA_DIR/dev.yaml and make it the
+ * config's path: pipeline steps get it as MLOPSD_CONFIG (contracts §2),
+ * so builtins open the same data dir, repo and Kafka as this daemon.
+ */
+static int
+cmd_dev_write_config(struct config *cfg, char *err, size_t errlen)
+{
+	char	*path, abs[PATH_MAX];
+	FILE	*f;
+
+	/* Absolute paths: steps run in their run's directory. */
+	(void)mkdir(cfg->data_dir, 0755);
+	if (realpath(cfg->data_dir, abs) != NULL)
+		cmd_dev_set(&cfg->data_dir, abs);
+	if (realpath(cfg->repo, abs) != NULL)
+		cmd_dev_set(&cfg->repo, abs);
+	path = xstrfmt("%s/dev.yaml", cfg->data_dir);
+	if ((f = fopen(path, "w")) == NULL) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		free(path);
+		return -1;
+	}
+	fprintf(f, "# the effective configuration of `mlopsd dev`\n");
+	cmd_dev_yaml_str(f, "data_dir", cfg->data_dir);
+	cmd_dev_yaml_str(f, "repo", cfg->repo);
+	fprintf(f, "log_level: %s\nkafka:\n", log_level_name(cfg->log_level));
+	cmd_dev_yaml_str(f, "  bootstrap", cfg->kafka.bootstrap);
+	fprintf(f, "offline:\n");
+	cmd_dev_yaml_str(f, "  postgres", cfg->offline.postgres);
+	fprintf(f, "http:\n");
+	cmd_dev_yaml_str(f, "  listen", cfg->http.listen);
+	if (fclose(f) != 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		free(path);
+		return -1;
+	}
+	free(cfg->path);
+	cfg->path = path;
+	return 0;
+}
+
 static void
 cmd_dev_on_listen(void *arg, const char *addr)
 {
@@ -325,6 +388,10 @@ cmd_dev_exec(const struct cmd_entry *self, int argc, char **argv)
 	cmd_dev_set(&cfg->http.listen, http);
 	cmd_dev_set(&cfg->kafka.bootstrap, kmock_bootstrap(k));
 	cmd_dev_set(&cfg->repo, repo_dir);
+	if (cmd_dev_write_config(cfg, err, sizeof err) == -1) {
+		log_error("dev", "%s", err);
+		goto out;
+	}
 
 	printf("kafka: %s\n", kmock_bootstrap(k));
 	fflush(stdout);

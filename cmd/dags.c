@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cmd/daemon.h"
 #include "common/config.h"
@@ -58,7 +59,8 @@ dags_new(struct daemon *d, char *err, size_t errlen)
 	const struct http_route		*routes;
 	struct dag_set			*set;
 	struct dags			*dg;
-	char				 repo[PATH_MAX], conf[PATH_MAX], *url;
+	char				 repo[PATH_MAX], conf[PATH_MAX],
+					 data[PATH_MAX], *url;
 	size_t				 n;
 
 	if (realpath(cfg->repo, repo) == NULL)
@@ -66,7 +68,11 @@ dags_new(struct daemon *d, char *err, size_t errlen)
 	if ((set = dag_set_load(repo, err, errlen)) == NULL)
 		return NULL;
 	memset(&ec, 0, sizeof ec);
-	ec.data_dir = cfg->data_dir;
+	/* Absolute: steps see it from their run's directory. */
+	(void)mkdir(cfg->data_dir, 0755);
+	if (realpath(cfg->data_dir, data) == NULL)
+		snprintf(data, sizeof data, "%s", cfg->data_dir);
+	ec.data_dir = data;
 	ec.repo = repo;
 	if (cfg->path != NULL && realpath(cfg->path, conf) != NULL)
 		ec.config_path = conf;

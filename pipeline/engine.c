@@ -155,7 +155,8 @@ static void
 engine_save_run(struct dag_engine *e, struct run *r)
 {
 	sqlite3_stmt	*s;
-	char		*params = json_dumps(r->params, JSON_COMPACT | JSON_SORT_KEYS);
+	char		*params = json_dumps(r->params, JSON_COMPACT | JSON_SORT_KEYS |
+	    JSON_REAL_PRECISION(15));
 
 	s = engine_prep(e, "INSERT OR REPLACE INTO runs (id, dag, status, "
 	    "trigger, params, from_step, git_commit, git_dirty, created_at, "
@@ -667,7 +668,8 @@ engine_start_step(struct dag_engine *e, struct run *r, size_t i)
 	ctxpath = xstrfmt("%s/.%s.context.json", r->dir, st->id);
 	outpath = xstrfmt("%s/.%s.outputs", r->dir, st->id);
 	logpath = xstrfmt("%s/%s.log", r->dir, st->id);
-	if (json_dump_file(ctx, ctxpath, JSON_INDENT(2) | JSON_SORT_KEYS) != 0 ||
+	if (json_dump_file(ctx, ctxpath, JSON_INDENT(2) | JSON_SORT_KEYS |
+	    JSON_REAL_PRECISION(15)) != 0 ||
 	    (fd = open(outpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 	    0644)) == -1 || close(fd) == -1 ||
 	    (fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,

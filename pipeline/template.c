@@ -128,7 +128,7 @@ dag_ref_value(json_t *scope, const char *ref)
 	else if (json_is_integer(v))
 		out = xstrfmt("%lld", (long long)json_integer_value(v));
 	else if (json_is_real(v))
-		out = xstrfmt("%.17g", json_real_value(v));
+		out = xstrfmt("%.15g", json_real_value(v));
 	else if (json_is_boolean(v))
 		out = xstrdup(json_is_true(v) ? "true" : "false");
 	else
