@@ -155,6 +155,7 @@ struct ingest {
 	struct ingest_held	*held;
 	size_t			 nheld, heldcap;
 	int			 held_dirty;
+	int			 dlq_down;	/* the last flush failed */
 	/* Accepted events since the last checkpoint: its outbox row. */
 	struct offline_batch	*obatch;
 
@@ -948,9 +949,15 @@ dlq_flush(struct ingest *in)
 {
 	if (rd_kafka_outq_len(in->dlq) == 0)
 		return 0;
+	/* Stopping: one failed attempt is enough, SIGTERM must not wait. */
+	if (atomic_load(&in->stopping) && in->dlq_down)
+		return -1;
 	if (rd_kafka_flush(in->dlq, INGEST_DLQ_FLUSH_MS) ==
-	    RD_KAFKA_RESP_ERR_NO_ERROR)
+	    RD_KAFKA_RESP_ERR_NO_ERROR) {
+		in->dlq_down = 0;
 		return 0;
+	}
+	in->dlq_down = 1;
 	log_warn("ingest", "dead-letter topic not reachable; checkpoint "
 	    "postponed");
 	return -1;
@@ -1691,7 +1698,8 @@ ingest_stop(struct ingest *in)
 	writer_wait_idle(in);
 	shards_stop(in);
 	writer_stop(in);
-	rd_kafka_flush(in->dlq, INGEST_DLQ_FLUSH_MS);
+	if (!in->dlq_down)
+		rd_kafka_flush(in->dlq, INGEST_DLQ_FLUSH_MS);
 	in->started = 0;
 }
 

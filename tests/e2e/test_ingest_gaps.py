@@ -11,6 +11,7 @@
 
 import os
 import random
+import signal
 import re
 import sqlite3
 import time
@@ -140,6 +141,43 @@ def undecodable_state_rebuilds_its_topic():
     assert after == before, (before, after)
     d.stop()
     assert d.proc.returncode == 0, d.log()
+
+
+@test
+def sigterm_exits_within_10s_with_kafka_unreachable():
+    """Dead letters queued, then the broker stops answering (SIGSTOP):
+    every flush is bounded, so SIGTERM still exits in time, and what was
+    not flushed is dead-lettered after the restart."""
+    need_clients()
+    rng = random.Random(13)
+    now = int(time.time() * 1000)
+    s = stack([MERCHANT_ORDERS], properties=PROPS)
+    d = s.daemon()
+    good = ev.orders_stream(rng, now, n=200, nentities=10)
+    bad = ev.bad_json_messages(now, ent=3)
+    s.produce("orders", good + bad)
+    ev.wait_counted(d, "orders", len(good) + len(bad))
+    s.kafka.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        rc = d.stop(timeout=20)
+        took = time.monotonic() - t0
+    finally:
+        s.kafka.proc.send_signal(signal.SIGCONT)
+    assert rc == 0, (rc, d.log())
+    assert took < 10, took
+    print("# SIGTERM with the broker stopped: exited in %.1fs" % took)
+    # Back up: every bad message is in the dead-letter topic (at least once).
+    ev.restart(d)
+    ev.wait_counted(d, "orders", 1, timeout=30)
+    got = ev.consume_all(s.bootstrap, "mlopsd.dead-letter", len(bad))
+    pos = {(h["topic"], int(h["partition"]), int(h["offset"]))
+           for h in ({k: v.decode() for k, v in (m.headers() or [])}
+                     for m in got)}
+    for m in bad:
+        assert (m.topic, m.partition, m.offset) in pos, ("lost", m)
+    d.stop()
 
 
 if __name__ == "__main__":
