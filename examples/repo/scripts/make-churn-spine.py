@@ -2,7 +2,7 @@
 """Write spines/churn.csv, the spine of the example churn-retrain DAG.
 
 One row per user of `mlopsd dev`'s generator (user ids 1..100) at each of
-four snapshot times 5 s apart, with the label `churned`.  The generator
+four snapshot times 1 s apart, with the label `churned`.  The generator
 draws user ids with a skew (id = 1 + floor(r^2 * 100)), so low ids click
 far more than high ids; the label says that users above id 40 churn, with
 one label in ten flipped by a fixed hash, so user_clicks features predict
@@ -17,7 +17,7 @@ import sys
 
 BASE_MS = 1795651200000         # 2026-11-26T00:00:00Z
 SNAPSHOTS = 4
-STEP_MS = 5000
+STEP_MS = 1000
 USERS = 100
 
 
