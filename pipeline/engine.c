@@ -555,21 +555,13 @@ engine_cache_key(struct dag_engine *e, struct run *r, size_t i,
     const char *cmd, json_t *with, json_t *scope)
 {
 	struct dag_step	*st = &r->dag->steps[i];
-	struct sha256	 c;
-	json_t		*def;
-	char		*text, hex[SHA256_LEN * 2 + 1];
+	json_t		*files = engine_cache_files(e, r, st, with);
+	char		*key;
 
-	def = json_pack("{s:s,s:s?,s:s?,s:O?,s:O,s:o}", "dag", r->dag->name,
-	    "run", cmd, "uses", st->uses, "with", with, "inputs",
-	    json_object_get(scope, "steps"), "files",
-	    engine_cache_files(e, r, st, with));
-	text = json_dumps(def, JSON_COMPACT | JSON_SORT_KEYS);
-	sha256_init(&c);
-	sha256_update(&c, text, strlen(text));
-	sha256_final_hex(&c, hex);
-	free(text);
-	json_decref(def);
-	return xstrdup(hex);
+	key = dag_cache_key(r->dag->name, cmd, st->uses, with,
+	    json_object_get(scope, "steps"), files);
+	json_decref(files);
+	return key;
 }
 
 static int	engine_is_from_downstream(struct run *r, size_t i);

@@ -118,4 +118,14 @@ char	*dag_template_expand(const char *s, json_t *scope, char *err,
 int	 dag_when_eval(const char *expr, json_t *scope, char *err,
 	    size_t errlen);
 
+/*
+ * The cache key of a step: hex SHA-256 of the canonical JSON (sorted keys)
+ * of its DAG name, templated command (run) or builtin (uses) and with:,
+ * the outputs of its upstream steps (inputs: {"ID":{"outputs":{}}}) and
+ * the digests of the files it reads (files).  Any may be NULL but dag.
+ * Returns an allocated string.
+ */
+char	*dag_cache_key(const char *dag, const char *run, const char *uses,
+	    json_t *with, json_t *inputs, json_t *files);
+
 #endif

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sha256.h"
 #include "common/xmalloc.h"
 
 static const char *const dag_run_keys[] = { "id", "dag", "git_commit",
@@ -379,4 +380,24 @@ dag_when_eval(const char *expr, json_t *scope, char *err, size_t errlen)
 	}
 	free(text);
 	return r;
+}
+
+char *
+dag_cache_key(const char *dag, const char *run, const char *uses,
+    json_t *with, json_t *inputs, json_t *files)
+{
+	struct sha256	 c;
+	json_t		*def;
+	char		*text, hex[SHA256_LEN * 2 + 1];
+
+	def = json_pack("{s:s,s:s?,s:s?,s:O?,s:O?,s:O?}", "dag", dag, "run",
+	    run, "uses", uses, "with", with, "inputs", inputs, "files", files);
+	text = json_dumps(def, JSON_COMPACT | JSON_SORT_KEYS |
+	    JSON_REAL_PRECISION(17));
+	sha256_init(&c);
+	sha256_update(&c, text, strlen(text));
+	sha256_final_hex(&c, hex);
+	free(text);
+	json_decref(def);
+	return xstrdup(hex);
 }

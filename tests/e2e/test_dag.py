@@ -99,6 +99,10 @@ steps:
         assert log.status == 200 and b"attempt 1" in log.body, log
         assert d.get("/v1/runs/%s/steps/nope/log" % rid).status == 404
         assert d.get("/v1/runs/nope").status == 404
+        m = d.get("/metrics").text
+        assert 'mlopsd_dag_runs_total{dag="par",status="succeeded"} 1' \
+            in m, m
+        assert 'mlopsd_dag_step_duration_seconds_count{dag="par"} 3' in m, m
         assert d.post("/v1/dags/nope/runs", {}).status == 404
         bad = d.post("/v1/dags/par/runs", {"from": "zz"})
         assert bad.status == 400 and "no step" in bad.text, bad

@@ -261,6 +261,36 @@ test_template(void **state)
 }
 
 static void
+test_cache_key(void **state)
+{
+	json_t	*with1, *with2, *with3, *in1, *in2;
+	char	*k1, *k2, *k3, *k4, *k5, *k6, *k7;
+
+	(void)state;
+	with1 = json_pack("{s:s,s:i}", "label", "churned", "rounds", 200);
+	with2 = json_pack("{s:i,s:s}", "rounds", 200, "label", "churned");
+	with3 = json_pack("{s:s,s:i}", "label", "churned", "rounds", 201);
+	in1 = json_pack("{s:{s:{s:s}}}", "dataset", "outputs", "sha256", "ab");
+	in2 = json_pack("{s:{s:{s:s}}}", "dataset", "outputs", "sha256", "ac");
+	k1 = dag_cache_key("d", NULL, "xgboost-train", with1, in1, NULL);
+	k2 = dag_cache_key("d", NULL, "xgboost-train", with2, in1, NULL);
+	k3 = dag_cache_key("d", NULL, "xgboost-train", with3, in1, NULL);
+	k4 = dag_cache_key("d", NULL, "xgboost-train", with1, in2, NULL);
+	k5 = dag_cache_key("e", NULL, "xgboost-train", with1, in1, NULL);
+	k6 = dag_cache_key("d", "echo 1", NULL, NULL, NULL, NULL);
+	k7 = dag_cache_key("d", "echo 2", NULL, NULL, NULL, NULL);
+	assert_int_equal(strlen(k1), 64);
+	assert_string_equal(k1, k2);		/* key order does not matter */
+	assert_string_not_equal(k1, k3);	/* a with: value does */
+	assert_string_not_equal(k1, k4);	/* an upstream output does */
+	assert_string_not_equal(k1, k5);	/* the DAG does */
+	assert_string_not_equal(k6, k7);	/* the templated command does */
+	free(k1); free(k2); free(k3); free(k4); free(k5); free(k6); free(k7);
+	json_decref(with1); json_decref(with2); json_decref(with3);
+	json_decref(in1); json_decref(in2);
+}
+
+static void
 test_builtins(void **state)
 {
 	static const char *const spec[] = { "training-set", "xgboost-train",
@@ -289,6 +319,7 @@ main(void)
 		cmocka_unit_test(test_dag_good),
 		cmocka_unit_test(test_cron),
 		cmocka_unit_test(test_template),
+		cmocka_unit_test(test_cache_key),
 		cmocka_unit_test(test_builtins),
 	};
 
