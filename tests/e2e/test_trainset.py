@@ -187,6 +187,28 @@ def check_verify(d, nentities):
     assert r.stdout == "verified 3 entities, 0 mismatches\n", r.stdout
 
 
+def verify_while_ingesting(s, d, nentities=12):
+    """verify beside a daemon that is ingesting and shipping: each run
+    reads one cut, so it finds 0 mismatches however far shipping lags."""
+    import threading
+    more = ev.orders_stream(random.Random(99), int(time.time() * 1000),
+                            n=4000, nentities=nentities, start_id=100000)
+    prod = threading.Thread(target=lambda: [
+        s.produce("orders", more[i:i + 250]) or time.sleep(0.1)
+        for i in range(0, len(more), 250)])
+    prod.start()
+    runs = 0
+    try:
+        while prod.is_alive() or runs < 3:
+            r = mlopsd("verify", "-c", d.config_path)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert r.stdout.endswith(" 0 mismatches\n"), r.stdout
+            runs += 1
+    finally:
+        prod.join()
+    return runs
+
+
 def newest_amount_event(events):
     """An event with a numeric amount that is its entity's newest: in the
     windows as of now, so changing it changes online != offline."""
@@ -294,6 +316,8 @@ def postgres_training_set_and_verify():
         s, d, events = start(pg)
         check_training_set(d, events)
         check_verify(d, len(oracle.group_by_entity(VIEW, events)))
+        runs = verify_while_ingesting(s, d)
+        print("# %d verify runs during ingest: 0 mismatches" % runs)
         key, e = newest_amount_event(events)
         conn = psycopg2.connect(pg.uri)
         with conn, conn.cursor() as cur:
