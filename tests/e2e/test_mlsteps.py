@@ -180,6 +180,8 @@ def train_register_deploy_rollback():
                                                                 "train"))
         assert body["git_commit"] == head, body
         train = outputs(step_log(d, rid, "train"))
+        print("# synthetic data: validation auc %s, best iteration %s"
+              % (train["auc"], train["best_iteration"]))
         assert float(train["auc"]) > 0.8, train
         assert train["features"] == "activity,tenure,country", train
         ev = outputs(step_log(d, rid, "evaluate"))
@@ -286,6 +288,32 @@ def bad_with_fails_the_step_with_a_message():
         assert 'data/train.csv: no label column "nope"' in log, log
 
 
+@test
+def repo_validate_checks_builtin_keys():
+    repo = make_repo()
+    cases = [
+        ("name: typo\nsteps:\n  - id: train\n    uses: xgboost-train\n"
+         "    with: {data: data/train.csv, label: churned, rouds: 3}\n",
+         ':5:50: xgboost-train does not take with: key "rouds" '
+         '(did you mean "rounds"?)'),
+        ("name: nometric\nsteps:\n  - id: check\n    uses: validate\n"
+         "    with: {min: 0.8}\n",
+         ':3:5: step "check": validate needs with: metric'),
+        ("name: nolabel\nsteps:\n  - id: train\n    uses: xgboost-train\n"
+         "    with: {rounds: 3}\n",
+         ':3:5: step "train": xgboost-train needs with: label'),
+    ]
+    path = os.path.join(repo, "pipelines", "bad.yaml")
+    for text, want in cases:
+        with open(path, "w") as f:
+            f.write(text)
+        p = subprocess.run([binary(), "repo", "validate", repo],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        err = p.stderr.decode()
+        assert p.returncode == 1, (p.returncode, err)
+        assert path + want in err, (want, err)
+
+
 class Dev:
     """`mlopsd dev ARGS` with its data in a fresh TMPDIR; .url from its
     "ready: http://..." line."""
@@ -369,6 +397,7 @@ def example_churn_retrain_in_dev():
         status, v = d.get_json("/v1/models/churn/versions/1")
         assert status == 200, v
         # learnable: the generator's busy users are the spine's loyal ones
+        print("# example churn-retrain: auc %.3f" % v["metrics"]["auc"])
         assert v["metrics"]["auc"] > 0.7, v
         assert v["lineage"]["dag"] == "churn-retrain", v
         assert len(v["lineage"]["training_set_sha256"]) == 64, v
