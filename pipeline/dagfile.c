@@ -709,7 +709,8 @@ dag_parse_doc(struct dag_loader *l, struct dag *d)
 		    dag_template_check(d, i, st->run, msg, sizeof msg) == -1)
 			return DAG_ERR(l, v, "%s", msg);
 		if ((v = ydoc_map_get(stn, "when")) != NULL &&
-		    dag_template_check(d, i, st->when, msg, sizeof msg) == -1)
+		    (dag_template_check(d, i, st->when, msg, sizeof msg) == -1 ||
+		    dag_when_check(st->when, msg, sizeof msg) == -1))
 			return DAG_ERR(l, v, "%s", msg);
 		if ((v = ydoc_map_get(stn, "with")) != NULL &&
 		    dag_check_with_templates(l, d, i, v) == -1)

@@ -117,6 +117,8 @@ char	*dag_template_expand(const char *s, json_t *scope, char *err,
  */
 int	 dag_when_eval(const char *expr, json_t *scope, char *err,
 	    size_t errlen);
+/* Check the syntax of a when: expression.  Returns 0, or -1 with err. */
+int	 dag_when_check(const char *expr, char *err, size_t errlen);
 
 /*
  * The cache key of a step: hex SHA-256 of the canonical JSON (sorted keys)

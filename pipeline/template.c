@@ -359,6 +359,36 @@ dag_when_or(struct dag_when *w)
 }
 
 int
+dag_when_check(const char *expr, char *err, size_t errlen)
+{
+	const char	*open, *close, *s = expr;
+	char		*text = NULL;
+	size_t		 len = 0, cap = 0, n;
+	json_t		*scope;
+	int		 r;
+
+	/* Each {{ ... }} becomes '' (its value is only known at run time). */
+	for (;;) {
+		open = strstr(s, "{{");
+		n = open != NULL ? (size_t)(open - s) : strlen(s);
+		text = xgrow(text, &cap, len + n + 3, 1);
+		memcpy(text + len, s, n);
+		len += n;
+		if (open == NULL || (close = strstr(open + 2, "}}")) == NULL)
+			break;
+		memcpy(text + len, "''", 2);
+		len += 2;
+		s = close + 2;
+	}
+	text[len] = '\0';
+	scope = json_object();
+	r = dag_when_eval(text, scope, err, errlen);
+	json_decref(scope);
+	free(text);
+	return r == -1 ? -1 : 0;
+}
+
+int
 dag_when_eval(const char *expr, json_t *scope, char *err, size_t errlen)
 {
 	struct dag_when	 w;

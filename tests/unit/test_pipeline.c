@@ -87,6 +87,10 @@ test_dag_errors(void **state)
 		{ "name: t\nsteps:\n  - id: a\n    run: x\nfinally:\n  - id: f\n    run: y\n    needs: [a]\n",
 		  "t.yaml:6:9: step \"f\" needs \"a\" of another section" },
 		{ "steps: []\n", "t.yaml:1:1: missing name:" },
+		{ HEAD "  - id: a\n    run: x\n    when: \"params.x == \"\n",
+		  "t.yaml:5:11: when: expected a value" },
+		{ HEAD "  - id: a\n    run: x\n    when: \"({{ params.x }} > 1\"\n",
+		  "t.yaml:5:11: when: expected ')'" },
 	};
 	char		 err[1024];
 	struct dag	*d;
