@@ -97,6 +97,12 @@ dags_new(struct daemon *d, char *err, size_t errlen)
 	return dg;
 }
 
+struct dag_engine *
+dags_engine(struct dags *dg)
+{
+	return dg->e;
+}
+
 void
 dags_free(struct dags *dg)
 {

@@ -9,6 +9,7 @@
 
 struct daemon;
 struct dags;
+struct dag_engine;
 
 /*
  * Load REPO/pipelines, open DATA_DIR/runs.db (resuming unfinished runs),
@@ -16,6 +17,8 @@ struct dags;
  * Returns NULL with a message in err.
  */
 struct dags	*dags_new(struct daemon *d, char *err, size_t errlen);
+/* The engine, for other daemon parts (drift: dag_trigger_drift()). */
+struct dag_engine *dags_engine(struct dags *dg);
 /* daemon_run()'s on_listen: the bound address becomes MLOPSD_URL. */
 void		 dags_on_listen(void *arg, const char *addr);
 /* Stop the engine (running steps are stopped; their runs resume later). */
