@@ -8,6 +8,7 @@ concurrency, outputs templated between steps, `mlopsd dag` on the command
 line, and a run that survives kill -9 of the daemon.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -396,6 +397,49 @@ steps:
         assert d.proc.poll() is None
         wait_until(lambda: not procs("sleep 20.6161"), 5,
                    what="no sleep left")
+
+
+@test
+def git_commit_and_step_context():
+    dag = """name: ctx
+params: {n: 3, flag: true}
+steps:
+  - id: a
+    run: echo k=v >> "$MLOPSD_OUTPUTS"
+  - id: b
+    needs: [a]
+    run: "true"
+  - id: c
+    needs: [b]
+    run: cp "$MLOPSD_STEP_CONTEXT" ctx.json
+"""
+    rp = repo({"ctx": dag})
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", rp] + cmd, check=True, env=env)
+    head = subprocess.run(["git", "-C", rp, "rev-parse", "HEAD"],
+                          stdout=subprocess.PIPE, check=True)
+    head = head.stdout.decode().strip()
+    with Daemon({"repo": rp}) as d:
+        rid = start(d, "ctx")
+        r = finished(d, rid)
+        assert r["status"] == "succeeded", r
+        assert r["git_commit"] == head and r["git_dirty"] is False, r
+        with open(os.path.join(d.data_dir, "runs", rid, "ctx.json")) as f:
+            ctx = json.load(f)
+        assert ctx["run_id"] == rid and ctx["dag"] == "ctx", ctx
+        assert ctx["step"] == "c" and ctx["attempt"] == 1, ctx
+        assert ctx["git_commit"] == head and ctx["git_dirty"] is False
+        assert ctx["params"] == {"n": 3, "flag": True}, ctx
+        # every upstream step, transitively, with its outputs
+        assert ctx["needs"] == {"a": {"outputs": {"k": "v"}},
+                                "b": {"outputs": {}}}, ctx
+        assert ctx["repo"] == os.path.realpath(rp), ctx
+        with open(os.path.join(rp, "features", "new.txt"), "w") as f:
+            f.write("x")
+        r = finished(d, start(d, "ctx"))
+        assert r["git_dirty"] is True, r
 
 
 if __name__ == "__main__":
