@@ -275,9 +275,11 @@ static const char store_schema[] =
     " due_ms INTEGER NOT NULL, key BLOB, payload BLOB,"
     " PRIMARY KEY(topic, partition, offset)) WITHOUT ROWID;"
     /* AUTOINCREMENT: a seq is never reused once trimmed (the offline
-       backend remembers the last seq it shipped). */
+       backend remembers the last seq it shipped).  The blob comes last:
+       SQLite reads a row's overflow pages to reach the columns after
+       one, and the pending gauges read nevents of every row. */
     "CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " data BLOB NOT NULL, nevents INTEGER NOT NULL, first_ms INTEGER NOT NULL);";
+    " nevents INTEGER NOT NULL, first_ms INTEGER NOT NULL, data BLOB NOT NULL);";
 
 /*
  * What the stored states of a view depend on: its definition (v->hash)
