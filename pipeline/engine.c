@@ -1775,6 +1775,7 @@ void
 dag_engine_free(struct dag_engine *e)
 {
 	struct run	*r;
+	int64_t		 deadline;
 	size_t		 i;
 
 	if (e == NULL)
@@ -1790,13 +1791,22 @@ dag_engine_free(struct dag_engine *e)
 	 * Runs still active stay "running" in runs.db: the next daemon
 	 * resumes them.  Their step processes are stopped now.
 	 */
-	while ((r = e->runs) != NULL) {
+	for (r = e->runs; r != NULL; r = r->next)
 		for (i = 0; i < r->dag->nsteps; i++)
-			if (r->st[i].status == ST_RUNNING) {
+			if (r->st[i].status == ST_RUNNING)
 				(void)kill(-r->st[i].pid, SIGTERM);
-				(void)waitpid(r->st[i].pid, NULL, 0);
-				(void)kill(-r->st[i].pid, SIGKILL);
-			}
+	/* At most 2 s for them all (SIGTERM/SIGINT: exit within 10 s). */
+	deadline = util_now_ms() + 2000;
+	while ((r = e->runs) != NULL) {
+		for (i = 0; i < r->dag->nsteps; i++) {
+			if (r->st[i].status != ST_RUNNING)
+				continue;
+			while (waitpid(r->st[i].pid, NULL, WNOHANG) == 0 &&
+			    util_now_ms() < deadline)
+				usleep(10000);
+			(void)kill(-r->st[i].pid, SIGKILL);
+			(void)waitpid(r->st[i].pid, NULL, 0);
+		}
 		e->runs = r->next;
 		run_free(r);
 	}
