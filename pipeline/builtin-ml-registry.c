@@ -224,8 +224,13 @@ ml_step_validate(json_t *ctx, FILE *outputs)
 			    m->higher_better ? "higher" : "lower");
 			goto fail;
 		}
-		log_info("validate", "%s %.6g beats %s %s version %d's %.6g",
-		    metric, v, model, beat, version, champ);
+		if (m->higher_better ? v >= champ : v <= champ)
+			log_info("validate", "%s %.6g beats %s %s version %d's "
+			    "%.6g", metric, v, model, beat, version, champ);
+		else
+			log_info("validate", "%s %.6g is worse than %s %s "
+			    "version %d's %.6g, but within the tolerance %g",
+			    metric, v, model, beat, version, champ, tol);
 	}
 pass:
 	log_info("validate", "passed: %s %.6g (step %s)", metric, v, from);

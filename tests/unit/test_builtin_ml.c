@@ -681,6 +681,14 @@ test_registry_flow(void **state)
 	assert_non_null(strstr(log, "(lower is better)"));
 	assert_string_equal(out_get(out, "beat_version"), "1");
 	json_decref(out);
+	/* ... unless within the tolerance */
+	assert_int_equal(flow_step(ml_step_validate, "check", "{\"metric\": "
+	    "\"logloss\", \"beat\": \"champion\", \"model\": "
+	    "\"churn\", \"tolerance\": 1}", "weak", weak, &out, log,
+	    sizeof log), 0);
+	assert_non_null(strstr(log, "is worse than churn champion version 1's "));
+	assert_non_null(strstr(log, "but within the tolerance 1"));
+	json_decref(out);
 
 	/* version 2, deployed by number, then rolled back to 1 */
 	assert_int_equal(flow_step(ml_step_register, "register", "{\"model\": "
