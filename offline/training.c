@@ -474,16 +474,30 @@ training_group_find(struct training_job *job, const char *key, size_t keylen)
 static int
 training_fill(struct training_job *job, const struct training_ref *ref)
 {
+	static const struct agg_value null_value = { .type = AGG_NULL };
 	struct agg_value	 val;
 	char			*buf = NULL;
 	size_t			 len = 0, cap = 0;
+	int64_t			 newest;
+	int			 absent;
 
+	/*
+	 * What a lookup as of the row's time would serve: no event yet
+	 * (NOT_FOUND) or the newest older than the view's TTL
+	 * (OUTSIDE_MAX_AGE) is null in every column, as Feast's
+	 * point-in-time join does, so a model never trains on values that
+	 * serving would not give it.
+	 */
+	absent = replay_newest(job->replay, &newest) != 0 ||
+	    (job->view->ttl_ms > 0 && ref->ts - newest > job->view->ttl_ms);
 	for (size_t o = 0; o < job->nouts; o++) {
 		const struct training_out *out = &job->outs[o];
 
 		if (out->view != job->viewidx)
 			continue;
-		if (replay_value(job->replay, out->feature, out->window,
+		if (absent)
+			val = null_value;
+		else if (replay_value(job->replay, out->feature, out->window,
 		    ref->ts, &val, job->err, job->errlen) != 0) {
 			free(buf);
 			return -1;

@@ -117,13 +117,19 @@ fx_setup(void **state)
 	return 0;
 }
 
+static void
+fx_teardown_dir(struct fx *x)
+{
+	repo_free(x->repo);
+	nftw(x->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static int
 fx_teardown(void **state)
 {
 	struct fx	*x = *state;
 
-	repo_free(x->repo);
-	nftw(x->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	fx_teardown_dir(x);
 	free(x);
 	return 0;
 }
@@ -489,10 +495,10 @@ test_training_build(void **state)
 	    "user_clicks__spend_10m,user_clicks__last_page_10m,"
 	    "user_clicks__recent_10m\n"
 	    "u1,1700006460000,\"a,b\",2,3.5,b,\"[\"\"b\"\",\"\"a\"\"]\"\n"
-	    "u2,1700006699999,0,0,0,,[]\n"
-	    "u1,1700006399999,1,0,0,,[]\n"
+	    "u2,1700006699999,0,,,,\n"
+	    "u1,1700006399999,1,,,,\n"
 	    "u1,1700006459999,0,1,1,a,\"[\"\"a\"\"]\"\n"
-	    "u3,1700006400000,0,0,0,,[]\n"
+	    "u3,1700006400000,0,,,,\n"
 	    "u1,1700007060000,1,1,4,c,\"[\"\"c\"\"]\"\n"
 	    "u2,2023-11-15T00:05:00Z,1,1,10,x,\"[\"\"x\"\"]\"\n");
 	assert_int_equal(sha256_file_hex(out, hex, NULL, err, sizeof err), 0);
@@ -516,6 +522,69 @@ test_training_build(void **state)
 	free(got);
 	free(spine);
 	free(out);
+}
+
+/*
+ * Rows where a lookup would say NOT_FOUND or OUTSIDE_MAX_AGE are null in
+ * every column (regression: they had the empty-window and the plain
+ * window values, which serving never gives a model).
+ */
+static void
+test_training_ttl(void **state)
+{
+	struct fx		*x = *state;
+	struct fx		 tx;
+	struct mem_store	 ms;
+	struct training_spec	 spec;
+	struct training_result	 res;
+	char			 err[REPO_ERRLEN];
+	char			*yaml, *sub, *got;
+	char			*spine = xstrfmt("%s/spine.csv", x->dir);
+	char			*out = xstrfmt("%s/out.csv", x->dir);
+
+	memset(&tx, 0, sizeof tx);
+	snprintf(tx.dir, sizeof tx.dir, "/tmp/test_training.XXXXXX");
+	assert_non_null(mkdtemp(tx.dir));
+	sub = xstrfmt("%s/features", tx.dir);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	free(sub);
+	yaml = xstrfmt("%s    ttl: 5m\n", repo_yaml);
+	sub = xstrfmt("%s/features/repo.yaml", tx.dir);
+	write_file(sub, yaml);
+	free(sub);
+	free(yaml);
+	if ((tx.repo = repo_load(tx.dir, err, sizeof err)) == NULL)
+		fail_msg("repo_load: %s", err);
+
+	/* u1's events: T0, T0 + 1m, T0 + 11m. */
+	write_file(spine,
+	    "user_id,event_timestamp\n"
+	    "u1,1700006760000\n"		/* T0 + 6m: newest 5m old */
+	    "u1,1700006760001\n"		/* T0 + 6m + 1: past the TTL */
+	    "u1,1700007060000\n");		/* T0 + 11m: fresh again */
+	memset(&ms, 0, sizeof ms);
+	memset(&spec, 0, sizeof spec);
+	spec.spine = spine;
+	spec.output = out;
+	spec.features = FEATURES;
+	spec.scan = mem_scan;
+	spec.scan_arg = &ms;
+	if (training_build(tx.repo, &spec, &res, err, sizeof err) != 0)
+		fail_msg("training_build: %s", err);
+	free(res.features);
+	got = read_file(out);
+	assert_non_null(got);
+	assert_string_equal(got,
+	    "user_id,event_timestamp,user_clicks__clicks_10m,"
+	    "user_clicks__spend_10m,user_clicks__last_page_10m,"
+	    "user_clicks__recent_10m\n"
+	    "u1,1700006760000,2,3.5,b,\"[\"\"b\"\",\"\"a\"\"]\"\n"
+	    "u1,1700006760001,,,,\n"
+	    "u1,1700007060000,1,4,c,\"[\"\"c\"\"]\"\n");
+	free(got);
+	free(spine);
+	free(out);
+	fx_teardown_dir(&tx);
 }
 
 static void
@@ -823,6 +892,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_replay_window_edges,
 		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_training_build,
+		    fx_setup, fx_teardown),
+		cmocka_unit_test_setup_teardown(test_training_ttl,
 		    fx_setup, fx_teardown),
 		cmocka_unit_test_setup_teardown(test_training_errors,
 		    fx_setup, fx_teardown),
