@@ -146,6 +146,51 @@ def sqlite_offline_copy_equals_accepted_events():
     check_rows(sqlite_rows(d), want)
 
 
+@test
+def reload_with_a_new_field_adds_a_column():
+    """SIGHUP with a view reading one more field: the table gets the
+    column; rows shipped before keep it null, rows after carry it."""
+    need_clients()
+    small = View("merchant_orders", "merchant", "m", "orders",
+                 [("1h", "5m")], [Feature("revenue", "sum", "a")])
+    s = ev.Stack(oracle.repo_yaml(ENTITIES, [SOURCE], [small]),
+                 properties=PROPS, topics=("orders:4",))
+    d = s.daemon()
+    now = int(time.time() * 1000)
+
+    def batch(lo, hi):
+        return [ev.Message(i % 3, json.dumps(
+            {"m": i % 3, "a": i, "s": "s%d" % i, "t": now - i}).encode(),
+            event={"ts": now - i, "fields": {}}) for i in range(lo, hi)]
+    first = batch(0, 50)
+    s.produce("orders", first)
+    wait_shipped(d, 50)
+    ev.write_repo(s.repo, oracle.repo_yaml(ENTITIES, [SOURCE], [VIEW]))
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"feature repo \S+ loaded", timeout=20)
+    ev.wait_ready(d)
+    second = batch(50, 80)
+    s.produce("orders", second)
+    wait_until(lambda: metric(d, "mlopsd_offline_pending_events") == 0 and
+               len(sqlite_rows_of(d, "a, s")) == 80, 30,
+               what="the second batch shipped")
+    got = {(p, o): (a, st) for p, o, a, st in sqlite_rows_of(d, "a, s")}
+    for m in first:
+        assert got[(m.partition, m.offset)][1] is None
+    for m in second:
+        a, st = got[(m.partition, m.offset)]
+        assert json.loads(st) == "s%d" % json.loads(a), (a, st)
+
+
+def sqlite_rows_of(d, cols):
+    db = sqlite3.connect(os.path.join(d.data_dir, "offline.db"), timeout=10)
+    try:
+        return db.execute('SELECT partition, "offset", %s FROM '
+                          'events_orders' % cols).fetchall()
+    finally:
+        db.close()
+
+
 # ---------------------------------------------------------------------
 # Postgres.
 
