@@ -18,16 +18,14 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
 import time
 
-from mtest import binary, import_optional, run, skip, test, wait_until
+from mtest import import_optional, run, skip, test, wait_until
 import events as ev
 import oracle
 from oracle import Feature, View
 
 ck = import_optional("confluent_kafka")
-psycopg2 = import_optional("psycopg2")
 
 ENTITIES = [("merchant", ["m"])]
 SOURCE = {"name": "orders", "topic": "orders", "format": "json",
@@ -191,132 +189,5 @@ def sqlite_rows_of(d, cols):
         db.close()
 
 
-# ---------------------------------------------------------------------
-# Postgres.
-
-_pg = []
-
-
-def need_pg():
-    """One Postgres for the tests of this file, on a fresh schema each."""
-    need_clients()
-    if psycopg2 is None:
-        skip("python3-psycopg2 not installed")
-    from pgserver import PgServer
-    if not _pg:
-        _pg.append(PgServer().start())
-    pg = _pg[0]
-    if not pg.running:
-        pg.start()
-    pg.psql("DROP SCHEMA IF EXISTS mlopsd CASCADE")
-    return pg
-
-
-@test
-def unit_tests_on_postgres():
-    """tests/unit/test_offline (migrations, ship, scan order, key
-    filters, cuts) run again on the Postgres backend."""
-    pg = need_pg()
-    exe = os.path.join(os.path.dirname(binary()), "tests", "unit",
-                       "test_offline")
-    if not os.path.exists(exe):
-        skip("%s not built" % exe)
-    env = dict(os.environ, MLOPSD_OFFLINE_POSTGRES=pg.uri,
-               CMOCKA_MESSAGE_OUTPUT="TAP")
-    p = subprocess.run([exe], env=env, capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "not ok" not in p.stdout and p.stdout.count("\nok ") >= 4, \
-        p.stdout
-
-
-def pg_rows(pg):
-    conn = psycopg2.connect(pg.uri, connect_timeout=5)
-    try:
-        cur = conn.cursor()
-        cur.execute('SELECT partition, "offset", ts, %s FROM '
-                    'mlopsd.events_orders' % ", ".join(FIELDS))
-        return [(r[0], r[1], r[2], list(r[3:])) for r in cur.fetchall()]
-    finally:
-        conn.close()
-
-
-def pg_count(pg):
-    try:
-        return int(pg.psql("SELECT count(*) FROM mlopsd.events_orders"))
-    except Exception:   # noqa: BLE001 - down or not created yet
-        return -1
-
-
-@test
-def postgres_outage_loses_nothing_and_ships_once():
-    pg = need_pg()
-    s = ev.Stack(oracle.repo_yaml(ENTITIES, [SOURCE], [VIEW]),
-                 properties=PROPS, topics=("orders:4",))
-    d = s.daemon(offline={"postgres": pg.uri})
-    msgs = stream(2, 2000)
-    half = len(msgs) // 2
-    s.produce("orders", msgs[:half])
-    ev.wait_counted(d, "orders", half)
-    first = expected(msgs[:half])
-    wait_shipped(d, len(first))
-    assert metric(d, "mlopsd_offline_up") == 1
-    check_rows(pg_rows(pg), first)
-    shipped = metric(d, "mlopsd_offline_shipped_events_total")
-
-    # Postgres goes away: ingest and lookups go on, the outbox grows.
-    pg.halt()
-    s.produce("orders", msgs[half:])
-    ev.wait_counted(d, "orders", len(msgs))
-    wait_until(lambda: (metric(d, "mlopsd_offline_pending_events") or 0)
-               >= len(expected(msgs)) - len(first) and
-               metric(d, "mlopsd_offline_up") == 0, 30,
-               what="the outbox to hold the second half")
-    assert metric(d, "mlopsd_offline_lag_seconds") > 0
-    assert (metric(d, "mlopsd_offline_ship_errors_total") or 0) >= 1
-    assert d.get("/readyz").status == 200
-    r = d.get("/v1/features/merchant_orders/1")
-    assert r.status == 200, r
-    assert "offline" in d.log() and "pending" in d.log()
-
-    # It comes back: everything arrives, once.
-    pg.start()
-    want = expected(msgs)
-    wait_shipped(d, len(want), timeout=90)
-    assert metric(d, "mlopsd_offline_up") == 1
-    assert metric(d, "mlopsd_offline_shipped_events_total") == \
-        shipped + len(want) - len(first)
-    check_rows(pg_rows(pg), want)
-    assert pg.psql("SELECT version FROM mlopsd.schema_version") == "1"
-    assert pg.psql("SELECT shipped_seq > 0 FROM "
-                   "mlopsd.offline_progress") == "t"
-
-
-@test
-def kill_9_while_shipping_ships_exactly_once():
-    pg = need_pg()
-    s = ev.Stack(oracle.repo_yaml(ENTITIES, [SOURCE], [VIEW]),
-                 properties=PROPS, topics=("orders:4",))
-    d = s.daemon(offline={"postgres": pg.uri})
-    msgs = stream(3, 15000, nentities=200)
-    cut = len(msgs) // 3
-    s.produce("orders", msgs[:cut])
-    # Shipping has begun and events are still arriving: kill -9.
-    wait_until(lambda: pg_count(pg) > 0, 60, interval=0.01,
-               what="a first shipment")
-    s.producer.produce("orders", msgs[cut:], flush=False)
-    time.sleep(0.3)
-    d.kill_hard()
-    s.producer.flush()
-    n1 = pg_count(pg)
-    want = expected(msgs)
-    assert n1 < len(want), n1
-    ev.restart(d)
-    wait_until(lambda: pg_count(pg) >= len(want) and
-               metric(d, "mlopsd_offline_pending_events") == 0, 90,
-               interval=0.2, what="every event shipped")
-    check_rows(pg_rows(pg), want)
-    print("# killed with %d of %d rows shipped" % (n1, len(want)))
-
-
-run()
+if __name__ == "__main__":
+    run()

@@ -11,7 +11,7 @@
  * shipper moves them to DATA_DIR/offline.db; offline_scan_view() reads
  * them back.
  *
- * With MLOPSD_OFFLINE_POSTGRES set (test_offline.py runs this binary so
+ * With MLOPSD_OFFLINE_POSTGRES set (test_offline_pg.py runs this binary so
  * against a throwaway Postgres) the same tests run on the Postgres
  * backend, each on a fresh schema.
  */
