@@ -52,12 +52,15 @@ def db_path(d):
     return os.path.join(d.data_dir, "online.db")
 
 
-def snapshot(d, keys):
+def snapshot(d, keys, as_of):
+    """Lookups of keys as of one fixed time, so two snapshots taken
+    seconds apart compare equal (windows slide with "now")."""
     out = {}
     c = ev.Client(d)
     try:
         for k in keys:
-            status, body = c.get_json("/v1/features/merchant_orders/%s" % k)
+            status, body = c.get_json("/v1/features/merchant_orders/%s"
+                                      "?as_of=%d" % (k, as_of))
             assert status == 200, (k, status, body)
             body.pop("as_of", None)
             body.pop("metadata", None)
@@ -124,7 +127,8 @@ def undecodable_state_rebuilds_its_topic():
     ev.wait_counted(d, "orders", len(msgs))
     keys = sorted({str(e["fields"]["merchant_id"])
                    for e in ev.accepted(msgs)})[:10]
-    before = snapshot(d, keys)
+    as_of = int(time.time() * 1000)
+    before = snapshot(d, keys, as_of)
     d.stop()
     db = sqlite3.connect(db_path(d))
     n = db.execute("UPDATE entity SET state = x'0102' WHERE key = "
@@ -137,7 +141,7 @@ def undecodable_state_rebuilds_its_topic():
     assert "the views of topic orders are rebuilt from its beginning" in \
         line, line
     ev.wait_counted(d, "orders", len(msgs))
-    after = snapshot(d, keys)
+    after = snapshot(d, keys, as_of)
     assert after == before, (before, after)
     d.stop()
     assert d.proc.returncode == 0, d.log()
