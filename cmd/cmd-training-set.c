@@ -76,21 +76,12 @@ cmd_training_set_exec(const struct cmd_entry *self, int argc, char **argv)
 		cmd_usage_error(self, "--spine CSV is required");
 	else if (spec.features == NULL)
 		cmd_usage_error(self, "--features LIST is required");
-	else if ((cfg = config_load(path, err, REPO_ERRLEN)) == NULL)
-		fprintf(stderr, "%s\n", err);
 	else
-		rc = CMD_EXIT_FAIL;
-	if (rc != CMD_EXIT_FAIL)
+		rc = cmd_open_offline(self, path, &cfg, &repo, &off, err,
+		    REPO_ERRLEN);
+	if (rc != CMD_EXIT_OK)
 		goto out;
-	log_set_level(cmd_log_level(cfg->log_level));
-	if ((repo = repo_load(cfg->repo, err, REPO_ERRLEN)) == NULL) {
-		fprintf(stderr, "%s\n", err);
-		goto out;
-	}
-	if ((off = offline_open(cfg, repo, NULL, err, REPO_ERRLEN)) == NULL) {
-		fprintf(stderr, "mlopsd training-set: %s\n", err);
-		goto out;
-	}
+	rc = CMD_EXIT_FAIL;
 	spec.scan = training_scan_offline;
 	spec.scan_arg = off;
 	if (training_build(repo, &spec, &res, err, REPO_ERRLEN) != 0) {

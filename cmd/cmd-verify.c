@@ -67,21 +67,12 @@ cmd_verify_exec(const struct cmd_entry *self, int argc, char **argv)
 		    argv[optind]);
 	else if (path == NULL)
 		cmd_usage_error(self, "-c FILE is required");
-	else if ((cfg = config_load(path, err, REPO_ERRLEN)) == NULL)
-		fprintf(stderr, "%s\n", err);
 	else
-		rc = CMD_EXIT_FAIL;
-	if (rc != CMD_EXIT_FAIL)
+		rc = cmd_open_offline(self, path, &cfg, &repo, &off, err,
+		    REPO_ERRLEN);
+	if (rc != CMD_EXIT_OK)
 		goto out;
-	log_set_level(cmd_log_level(cfg->log_level));
-	if ((repo = repo_load(cfg->repo, err, REPO_ERRLEN)) == NULL) {
-		fprintf(stderr, "%s\n", err);
-		goto out;
-	}
-	if ((off = offline_open(cfg, repo, NULL, err, REPO_ERRLEN)) == NULL) {
-		fprintf(stderr, "mlopsd verify: %s\n", err);
-		goto out;
-	}
+	rc = CMD_EXIT_FAIL;
 	db = xstrfmt("%s/online.db", cfg->data_dir);
 	spec.online_db = db;
 	spec.now_ms = util_now_ms();

@@ -17,6 +17,10 @@
 
 #include "config.h"
 #include "cmd/cmd.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "features/features.h"
+#include "offline/offline.h"
 
 static const struct cmd_entry *cmd_table[] = {
 	&cmd_serve_entry,
@@ -148,6 +152,27 @@ cmd_bad_option(const struct cmd_entry *self, int ch, char **argv)
 	if (ch == ':')
 		return cmd_usage_error(self, "option %s needs a value", shortopt);
 	return cmd_usage_error(self, "unknown option %s", shortopt);
+}
+
+int
+cmd_open_offline(const struct cmd_entry *self, const char *path,
+    struct config **cfg, struct repo **repo, struct offline **off, char *err,
+    size_t errlen)
+{
+	if ((*cfg = config_load(path, err, errlen)) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return CMD_EXIT_USAGE;
+	}
+	log_set_level(cmd_log_level((*cfg)->log_level));
+	if ((*repo = repo_load((*cfg)->repo, err, errlen)) == NULL) {
+		fprintf(stderr, "%s\n", err);
+		return CMD_EXIT_FAIL;
+	}
+	if ((*off = offline_open(*cfg, *repo, NULL, err, errlen)) == NULL) {
+		fprintf(stderr, "mlopsd %s: %s\n", self->name, err);
+		return CMD_EXIT_FAIL;
+	}
+	return CMD_EXIT_OK;
 }
 
 /* Is arg "-v", "-vv", ...?  Then count it. */

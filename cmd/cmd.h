@@ -5,6 +5,8 @@
 #ifndef MLOPSD_CMD_H
 #define MLOPSD_CMD_H
 
+#include <stddef.h>
+
 #include "common/log.h"
 
 /* Exit codes (SPEC §1). */
@@ -43,6 +45,22 @@ int	cmd_bad_option(const struct cmd_entry *self, int ch, char **argv);
  */
 void		cmd_verbose(void);
 enum log_level	cmd_log_level(enum log_level base);
+
+struct config;
+struct repo;
+struct offline;
+/*
+ * The setup of a command that works on the offline store (training-set,
+ * verify): load the config at path (its error printed as the loader wrote
+ * it), set the log level (the config's raised by -v), load its repo and
+ * open the offline store (that error printed as "mlopsd NAME: reason").
+ * On CMD_EXIT_OK the caller owns *cfg, *repo and *off; on CMD_EXIT_USAGE
+ * (the config) or CMD_EXIT_FAIL what was opened is left in them for the
+ * caller to free (each free accepts NULL).  err is the caller's buffer.
+ */
+int	cmd_open_offline(const struct cmd_entry *self, const char *path,
+	    struct config **cfg, struct repo **repo, struct offline **off,
+	    char *err, size_t errlen);
 
 extern const struct cmd_entry cmd_serve_entry;
 extern const struct cmd_entry cmd_dev_entry;
