@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd/cmd.h"
 #include "common/config.h"
 #include "common/httpc.h"
 #include "common/xmalloc.h"
@@ -71,6 +72,31 @@ cmd_client_init(struct cmd_client *c, const char *config_path,
 	else if (cfg != NULL && cfg->http.admin_token != NULL)
 		c->token = xstrdup(cfg->http.admin_token);
 	config_free(cfg);
+	return 0;
+}
+
+int
+cmd_client_open(const struct cmd_entry *self, struct cmd_client *c,
+    const char *config_path, const char *url)
+{
+	char	err[1024];
+
+	if (cmd_client_init(c, config_path, url, err, sizeof err) != 0) {
+		fprintf(stderr, "mlopsd %s: %s\n", self->name, err);
+		return -1;
+	}
+	return 0;
+}
+
+int
+cmd_client_output(const struct cmd_entry *self, const char *arg, int *json)
+{
+	if (strcmp(arg, "json") != 0 && strcmp(arg, "table") != 0) {
+		cmd_usage_error(self, "--output is json or table, not \"%s\"",
+		    arg);
+		return -1;
+	}
+	*json = strcmp(arg, "json") == 0;
 	return 0;
 }
 

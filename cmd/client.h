@@ -27,6 +27,20 @@ int	cmd_client_init(struct cmd_client *c, const char *config_path,
 	    const char *url, char *err, size_t errlen);
 void	cmd_client_free(struct cmd_client *c);
 
+struct cmd_entry;
+/*
+ * cmd_client_init() for command self: its error is printed as
+ * "mlopsd NAME: reason" to stderr.  Returns 0, or -1 (a usage error).
+ */
+int	cmd_client_open(const struct cmd_entry *self, struct cmd_client *c,
+	    const char *config_path, const char *url);
+/*
+ * The --output value arg: "json" sets *json, "table" clears it; anything
+ * else prints the usage error and returns -1.  Returns 0 otherwise.
+ */
+int	cmd_client_output(const struct cmd_entry *self, const char *arg,
+	    int *json);
+
 /*
  * Send method path with body (may be NULL; not stolen) and parse the JSON
  * reply into *reply (the caller owns it).  Returns the HTTP status, or -1

@@ -355,7 +355,6 @@ cmd_dag_exec(const struct cmd_entry *self, int argc, char **argv)
 	};
 	struct dag_opts	 o;
 	const char	*config = NULL, *url = NULL;
-	char		 err[1024];
 	size_t		 i;
 	int		 ch, rc;
 
@@ -372,13 +371,10 @@ cmd_dag_exec(const struct cmd_entry *self, int argc, char **argv)
 			url = optarg;
 			break;
 		case 'o':
-			if (strcmp(optarg, "json") != 0 &&
-			    strcmp(optarg, "table") != 0) {
+			if (cmd_client_output(self, optarg, &o.json) != 0) {
 				json_decref(o.params);
-				return cmd_usage_error(self, "--output is json "
-				    "or table, not \"%s\"", optarg);
+				return CMD_EXIT_USAGE;
 			}
-			o.json = strcmp(optarg, "json") == 0;
 			break;
 		case 'p':
 			if (dag_param(o.params, optarg) == -1) {
@@ -415,10 +411,8 @@ cmd_dag_exec(const struct cmd_entry *self, int argc, char **argv)
 		    "status, logs, cancel)", argv[optind]);
 		goto done;
 	}
-	if (cmd_client_init(&o.c, config, url, err, sizeof err) != 0) {
-		fprintf(stderr, "mlopsd dag: %s\n", err);
+	if (cmd_client_open(self, &o.c, config, url) != 0)
 		goto done;
-	}
 	o.args = argv + optind + 1;
 	o.nargs = argc - optind - 1;
 	rc = dag_verbs[i].fn(&o);

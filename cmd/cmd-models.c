@@ -573,7 +573,6 @@ cmd_models_exec(const struct cmd_entry *self, int argc, char **argv)
 	};
 	struct models_opts	 o;
 	const char		*config = NULL, *url = NULL;
-	char			 err[1024];
 	size_t			 i;
 	int			 ch, rc;
 
@@ -589,11 +588,8 @@ cmd_models_exec(const struct cmd_entry *self, int argc, char **argv)
 			url = optarg;
 			break;
 		case 'o':
-			if (strcmp(optarg, "json") != 0 &&
-			    strcmp(optarg, "table") != 0)
-				return cmd_usage_error(self, "--output is json "
-				    "or table, not \"%s\"", optarg);
-			o.json = strcmp(optarg, "json") == 0;
+			if (cmd_client_output(self, optarg, &o.json) != 0)
+				return CMD_EXIT_USAGE;
 			break;
 		case 'a':
 			o.alias = optarg;
@@ -632,10 +628,8 @@ cmd_models_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (i == sizeof models_verbs / sizeof models_verbs[0])
 		return cmd_usage_error(self, "unknown subcommand \"%s\" (list, "
 		    "show, promote, rollback, register, history)", argv[optind]);
-	if (cmd_client_init(&o.c, config, url, err, sizeof err) != 0) {
-		fprintf(stderr, "mlopsd models: %s\n", err);
+	if (cmd_client_open(self, &o.c, config, url) != 0)
 		return CMD_EXIT_USAGE;
-	}
 	o.args = argv + optind + 1;
 	o.nargs = argc - optind - 1;
 	rc = models_verbs[i].fn(&o);
