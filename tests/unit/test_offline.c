@@ -40,6 +40,7 @@
 #include "features/store.h"
 #include "offline/offline.h"
 #include "offline/offline-internal.h"
+#include "tests/unit/testutil.h"
 
 #define T0	INT64_C(1700006400000)
 
@@ -102,16 +103,6 @@ struct fx {
 };
 
 static void
-write_file(const char *path, const char *text)
-{
-	FILE	*f = fopen(path, "w");
-
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
-}
-
-static void
 fx_repo(struct fx *x, int extra)
 {
 	char	 p[256], err[REPO_ERRLEN];
@@ -119,7 +110,7 @@ fx_repo(struct fx *x, int extra)
 
 	snprintf(p, sizeof p, "%s/features/f.yaml", x->repodir);
 	text = xstrfmt("%s%s", repo_a, extra ? repo_b_extra : "");
-	write_file(p, text);
+	testutil_write_file(p, text);
 	free(text);
 	repo_free(x->repo);
 	x->repo = repo_load(x->repodir, err, sizeof err);
@@ -165,7 +156,7 @@ setup(void **state)
 	snprintf(p, sizeof p, "%s/schemas", x->repodir);
 	assert_int_equal(mkdir(p, 0700), 0);
 	snprintf(p, sizeof p, "%s/schemas/click.avsc", x->repodir);
-	write_file(p, click_avsc);
+	testutil_write_file(p, click_avsc);
 	fx_repo(x, 0);
 	x->cfg = config_defaults(err, sizeof err);
 	assert_non_null(x->cfg);
@@ -188,15 +179,6 @@ setup(void **state)
 }
 
 static int
-rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static int
 teardown(void **state)
 {
 	struct fx	*x = *state;
@@ -205,7 +187,7 @@ teardown(void **state)
 	repo_free(x->repo);
 	config_free(x->cfg);
 	metrics_free(x->m);
-	nftw(x->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	testutil_rm_tree(x->dir);
 	free(x);
 	return 0;
 }

@@ -25,29 +25,13 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "registry/registry.h"
+#include "tests/unit/testutil.h"
 
 struct fixture {
 	char		 dir[64];
 	char		 model[128];	/* an artifact file */
 	struct registry	*r;
 };
-
-static void
-write_file(const char *path, const char *text)
-{
-	FILE	*f = fopen(path, "w");
-
-	assert_non_null(f);
-	fputs(text, f);
-	fclose(f);
-}
-
-static int
-rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb; (void)flag; (void)ftw;
-	return remove(path);
-}
 
 static int
 setup(void **state)
@@ -58,7 +42,7 @@ setup(void **state)
 	snprintf(f->dir, sizeof f->dir, "/tmp/test_registry.XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
 	snprintf(f->model, sizeof f->model, "%s/model.json", f->dir);
-	write_file(f->model, "{\"learner\": \"tree\"}\n");
+	testutil_write_file(f->model, "{\"learner\": \"tree\"}\n");
 	f->r = registry_open(f->dir, err, sizeof err);
 	if (f->r == NULL)
 		fail_msg("registry_open: %s", err);
@@ -72,7 +56,7 @@ teardown(void **state)
 	struct fixture	*f = *state;
 
 	registry_close(f->r);
-	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	testutil_rm_tree(f->dir);
 	free(f);
 	return 0;
 }
@@ -507,12 +491,12 @@ test_artifact_corruption(void **state)
 	assert_int_equal(registry_artifact_path(f->r, "churn", 1, path,
 	    sizeof path, err, sizeof err), 0);
 	/* The stored copy is read-only; the original may change freely. */
-	write_file(f->model, "changed\n");
+	testutil_write_file(f->model, "changed\n");
 	assert_int_equal(registry_artifact_path(f->r, "churn", 1, path,
 	    sizeof path, err, sizeof err), 0);
 
 	assert_int_equal(chmod(path, 0644), 0);
-	write_file(path, "{\"learner\": \"tampered\"}\n");
+	testutil_write_file(path, "{\"learner\": \"tampered\"}\n");
 	assert_int_equal(registry_artifact_path(f->r, "churn", 1, path,
 	    sizeof path, err, sizeof err), -1);
 	assert_non_null(strstr(err, "model churn version 1: artifact "));
@@ -660,7 +644,7 @@ reference(struct fixture *f, const char *csv, const char *features,
 		*ref;
 
 	snprintf(path, sizeof path, "%s/train.csv", f->dir);
-	write_file(path, csv);
+	testutil_write_file(path, csv);
 	ref = registry_reference_from_csv(path, fj, label, bins, err, errlen);
 	json_decref(fj);
 	return ref;

@@ -27,6 +27,7 @@
 #include "cmd/cmd.h"
 #include "common/xmalloc.h"
 #include "features/features.h"
+#include "tests/unit/testutil.h"
 
 /* The example's Avro schema, the base of most cases. */
 static const char click_avsc[] =
@@ -491,19 +492,10 @@ put(const char *dir, const char *path, const char *text)
 	free(full);
 }
 
-static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void
 rmtree(char *dir)
 {
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	testutil_rm_tree(dir);
 	free(dir);
 }
 

@@ -49,6 +49,7 @@
 #include "features/api.h"
 #include "features/features.h"
 #include "features/store.h"
+#include "tests/unit/testutil.h"
 
 /* A day boundary (2023-11-15T00:00:00Z): window arithmetic stays readable. */
 #define T0		INT64_C(1700006400000)
@@ -116,15 +117,6 @@ struct fx {
 	struct store	*s;
 };
 
-static int
-rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void
 write_repo(struct fx *x, const char *yaml)
 {
@@ -189,7 +181,7 @@ static void
 fx_free(struct fx *x)
 {
 	fx_close(x);
-	nftw(x->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	testutil_rm_tree(x->dir);
 	free(x->db);
 }
 

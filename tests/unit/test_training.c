@@ -31,6 +31,7 @@
 #include "features/store.h"
 #include "offline/offline.h"
 #include "offline/training.h"
+#include "tests/unit/testutil.h"
 
 #define T0	INT64_C(1700006400000)	/* 2023-11-15T00:00:00Z */
 #define MIN	INT64_C(60000)
@@ -61,25 +62,6 @@ struct fx {
 	struct repo	*repo;
 };
 
-static int
-rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void
-write_file(const char *path, const char *text)
-{
-	FILE	*f = fopen(path, "w");
-
-	assert_non_null(f);
-	assert_int_equal(fputs(text, f) < 0, 0);
-	assert_int_equal(fclose(f), 0);
-}
-
 static char *
 read_file(const char *path)
 {
@@ -109,7 +91,7 @@ fx_setup(void **state)
 	assert_int_equal(mkdir(sub, 0755), 0);
 	free(sub);
 	sub = xstrfmt("%s/features/repo.yaml", x->dir);
-	write_file(sub, repo_yaml);
+	testutil_write_file(sub, repo_yaml);
 	free(sub);
 	if ((x->repo = repo_load(x->dir, err, sizeof err)) == NULL)
 		fail_msg("repo_load: %s", err);
@@ -121,7 +103,7 @@ static void
 fx_teardown_dir(struct fx *x)
 {
 	repo_free(x->repo);
-	nftw(x->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	testutil_rm_tree(x->dir);
 }
 
 static int
@@ -461,7 +443,7 @@ test_training_build(void **state)
 	char			*got;
 
 	/* Spine order is kept; times on events, +-1 ms, RFC 3339. */
-	write_file(spine,
+	testutil_write_file(spine,
 	    "user_id,event_timestamp,label\n"
 	    "u1,1700006460000,\"a,b\"\n"		/* T0 + 1m: e1, e2 */
 	    "u2,1700006699999,0\n"			/* T0 + 5m - 1 */
@@ -550,14 +532,14 @@ test_training_ttl(void **state)
 	free(sub);
 	yaml = xstrfmt("%s    ttl: 5m\n", repo_yaml);
 	sub = xstrfmt("%s/features/repo.yaml", tx.dir);
-	write_file(sub, yaml);
+	testutil_write_file(sub, yaml);
 	free(sub);
 	free(yaml);
 	if ((tx.repo = repo_load(tx.dir, err, sizeof err)) == NULL)
 		fail_msg("repo_load: %s", err);
 
 	/* u1's events: T0, T0 + 1m, T0 + 11m. */
-	write_file(spine,
+	testutil_write_file(spine,
 	    "user_id,event_timestamp\n"
 	    "u1,1700006760000\n"		/* T0 + 6m: newest 5m old */
 	    "u1,1700006760001\n"		/* T0 + 6m + 1: past the TTL */
@@ -627,7 +609,7 @@ test_training_errors(void **state)
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char *want = xstrfmt("%s%s", spine, cases[i].msg);
 
-		write_file(spine, cases[i].spine);
+		testutil_write_file(spine, cases[i].spine);
 		spec.features = cases[i].features;
 		assert_int_equal(training_build(x->repo, &spec, &res, err,
 		    sizeof err), -1);
@@ -636,7 +618,7 @@ test_training_errors(void **state)
 		free(want);
 	}
 	/* An error in a later chunk: still no output file. */
-	write_file(spine, "user_id,event_timestamp\nu1,1\nu1,2\nu1,x\n");
+	testutil_write_file(spine, "user_id,event_timestamp\nu1,1\nu1,2\nu1,x\n");
 	spec.features = FEATURES;
 	spec.chunk_rows = 1;
 	assert_int_equal(training_build(x->repo, &spec, &res, err,
@@ -644,7 +626,7 @@ test_training_errors(void **state)
 	assert_non_null(strstr(err, ":4: row 3, column event_timestamp"));
 	assert_int_equal(access(out, F_OK), -1);
 	spec.chunk_rows = 0;
-	write_file(spine, "user_id,event_timestamp\nu1,1\n");
+	testutil_write_file(spine, "user_id,event_timestamp\nu1,1\n");
 	spec.features = "user_clicks:clicks_10m,user_clicks:nope_1h";
 	assert_int_equal(training_build(x->repo, &spec, &res, err,
 	    sizeof err), -1);
