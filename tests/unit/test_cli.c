@@ -35,64 +35,9 @@
 #include "common/sdnotify.h"
 #include "common/util.h"
 #include "common/xmalloc.h"
-
-struct run {
-	int	rc;
-	char	out[32768];
-	char	err[32768];
-};
+#include "tests/unit/testutil.h"
 
 static char	tmpdir[256];
-
-static void
-slurp(FILE *f, char *buf, size_t len)
-{
-	size_t	n;
-
-	rewind(f);
-	n = fread(buf, 1, len - 1, f);
-	buf[n] = '\0';
-	fclose(f);
-}
-
-/* Run `mlopsd ARGS...` (a NULL-terminated list) in a child. */
-static void
-run_cmd(struct run *r, ...)
-{
-	char	*argv[32];
-	int	 argc = 0, status;
-	FILE	*out = tmpfile(), *err = tmpfile();
-	pid_t	 pid;
-	va_list	 ap;
-
-	assert_non_null(out);
-	assert_non_null(err);
-	argv[argc++] = (char *)"mlopsd";
-	va_start(ap, r);
-	while ((argv[argc] = va_arg(ap, char *)) != NULL)
-		argc++;
-	va_end(ap);
-
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int	rc;
-
-		dup2(fileno(out), STDOUT_FILENO);
-		dup2(fileno(err), STDERR_FILENO);
-		rc = cmd_main(argc, argv);
-		fflush(stdout);
-		fflush(stderr);
-		_exit(rc);
-	}
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	r->rc = WEXITSTATUS(status);
-	slurp(out, r->out, sizeof r->out);
-	slurp(err, r->err, sizeof r->err);
-}
 
 static char *
 write_file(const char *name, const char *text)
@@ -127,13 +72,13 @@ static void
 test_help_lists_every_command(void **state)
 {
 	static const char	*flags[] = { "--help", "-h" };
-	struct run		 r;
+	struct testutil_run		 r;
 	char			 needle[64];
 	size_t			 i, j;
 
 	(void)state;
 	for (j = 0; j < NELEM(flags); j++) {
-		run_cmd(&r, flags[j], NULL);
+		testutil_run_cmd(&r, flags[j], NULL);
 		assert_int_equal(r.rc, 0);
 		assert_string_equal(r.err, "");
 		for (i = 0; i < NELEM(all_commands); i++) {
@@ -147,10 +92,10 @@ test_help_lists_every_command(void **state)
 static void
 test_version(void **state)
 {
-	struct run	r;
+	struct testutil_run	r;
 
 	(void)state;
-	run_cmd(&r, "--version", NULL);
+	testutil_run_cmd(&r, "--version", NULL);
 	assert_int_equal(r.rc, 0);
 	assert_string_equal(r.out, "mlopsd " PACKAGE_VERSION "\n");
 }
@@ -158,10 +103,10 @@ test_version(void **state)
 static void
 test_no_command(void **state)
 {
-	struct run	r;
+	struct testutil_run	r;
 
 	(void)state;
-	run_cmd(&r, NULL);
+	testutil_run_cmd(&r, NULL);
 	assert_int_equal(r.rc, 2);
 	assert_string_equal(r.out, "");
 	assert_non_null(strstr(r.err, "usage: mlopsd "));
@@ -171,10 +116,10 @@ test_no_command(void **state)
 static void
 test_unknown_command(void **state)
 {
-	struct run	r;
+	struct testutil_run	r;
 
 	(void)state;
-	run_cmd(&r, "frobnicate", NULL);
+	testutil_run_cmd(&r, "frobnicate", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_string_equal(r.out, "");
 	assert_non_null(strstr(r.err, "mlopsd: unknown command \"frobnicate\""));
@@ -183,10 +128,10 @@ test_unknown_command(void **state)
 static void
 test_unknown_global_option(void **state)
 {
-	struct run	r;
+	struct testutil_run	r;
 
 	(void)state;
-	run_cmd(&r, "--frob", "serve", NULL);
+	testutil_run_cmd(&r, "--frob", "serve", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "mlopsd: unknown option --frob"));
 }
@@ -194,10 +139,10 @@ test_unknown_global_option(void **state)
 static void
 test_serve_needs_config(void **state)
 {
-	struct run	r;
+	struct testutil_run	r;
 
 	(void)state;
-	run_cmd(&r, "serve", NULL);
+	testutil_run_cmd(&r, "serve", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "mlopsd serve: -c FILE is required"));
 	assert_non_null(strstr(r.err, "usage: mlopsd serve -c FILE"));
@@ -206,22 +151,22 @@ test_serve_needs_config(void **state)
 static void
 test_serve_bad_options(void **state)
 {
-	struct run	r;
+	struct testutil_run	r;
 
 	(void)state;
-	run_cmd(&r, "serve", "--bogus", NULL);
+	testutil_run_cmd(&r, "serve", "--bogus", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "mlopsd serve: unknown option --bogus"));
-	run_cmd(&r, "serve", "-x", NULL);
+	testutil_run_cmd(&r, "serve", "-x", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "mlopsd serve: unknown option -x"));
-	run_cmd(&r, "serve", "-c", NULL);
+	testutil_run_cmd(&r, "serve", "-c", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "option -c needs a value"));
-	run_cmd(&r, "serve", "--config", NULL);
+	testutil_run_cmd(&r, "serve", "--config", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "option --config needs a value"));
-	run_cmd(&r, "serve", "-c", "x.yaml", "extra", NULL);
+	testutil_run_cmd(&r, "serve", "-c", "x.yaml", "extra", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "unexpected argument \"extra\""));
 }
@@ -229,16 +174,16 @@ test_serve_bad_options(void **state)
 static void
 test_serve_check_good(void **state)
 {
-	struct run	 r;
+	struct testutil_run	 r;
 	char		*path = good_config(), *want;
 
 	(void)state;
 	want = xstrfmt("%s: ok\n", path);
-	run_cmd(&r, "serve", "-c", path, "--check", NULL);
+	testutil_run_cmd(&r, "serve", "-c", path, "--check", NULL);
 	assert_int_equal(r.rc, 0);
 	assert_string_equal(r.out, want);
 	/* -v is accepted before the command and among its options. */
-	run_cmd(&r, "-v", "serve", "--check", "--config", path, "-v", NULL);
+	testutil_run_cmd(&r, "-v", "serve", "--check", "--config", path, "-v", NULL);
 	assert_int_equal(r.rc, 0);
 	assert_string_equal(r.out, want);
 	free(want);
@@ -248,13 +193,13 @@ test_serve_check_good(void **state)
 static void
 test_serve_check_bad(void **state)
 {
-	struct run	 r;
+	struct testutil_run	 r;
 	char		*path, *want;
 
 	(void)state;
 	path = write_file("bad.yaml", "log_level: info\nno_such_key: 1\n");
 	want = xstrfmt("%s:2:1: ", path);
-	run_cmd(&r, "serve", "--check", "-c", path, NULL);
+	testutil_run_cmd(&r, "serve", "--check", "-c", path, NULL);
 	assert_int_equal(r.rc, 2);
 	assert_string_equal(r.out, "");
 	/* The loader's message, as-is: it starts with file:line:col. */
@@ -263,7 +208,7 @@ test_serve_check_bad(void **state)
 	free(want);
 	free(path);
 
-	run_cmd(&r, "serve", "--check", "-c", "/nonexistent/mlopsd.yaml", NULL);
+	testutil_run_cmd(&r, "serve", "--check", "-c", "/nonexistent/mlopsd.yaml", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "/nonexistent/mlopsd.yaml"));
 }
@@ -289,21 +234,21 @@ test_trainset_usage(void **state)
 		  "--sample: not a positive integer: \"0\"" },
 		{ { "verify", "--bogus", NULL }, "unknown option --bogus" },
 	};
-	struct run	r;
+	struct testutil_run	r;
 	size_t		i;
 
 	(void)state;
 	for (i = 0; i < NELEM(cases); i++) {
 		const char *const *a = cases[i].argv;
 
-		run_cmd(&r, a[0], a[1], a[2], a[3], a[4], a[5]);
+		testutil_run_cmd(&r, a[0], a[1], a[2], a[3], a[4], a[5]);
 		assert_int_equal(r.rc, 2);
 		if (strstr(r.err, cases[i].msg) == NULL)
 			fail_msg("%s: %s: no \"%s\" in:\n%s", a[0],
 			    a[1] ? a[1] : "", cases[i].msg, r.err);
 	}
 	/* A config that does not load: exit 2 with the loader's message. */
-	run_cmd(&r, "verify", "-c", "/nonexistent/mlopsd.yaml", NULL);
+	testutil_run_cmd(&r, "verify", "-c", "/nonexistent/mlopsd.yaml", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "/nonexistent/mlopsd.yaml"));
 }
@@ -311,18 +256,18 @@ test_trainset_usage(void **state)
 static void
 test_every_command_help(void **state)
 {
-	struct run	r;
+	struct testutil_run	r;
 	char		want[128];
 	size_t		i;
 
 	(void)state;
 	for (i = 0; i < NELEM(all_commands); i++) {
-		run_cmd(&r, all_commands[i], "--help", NULL);
+		testutil_run_cmd(&r, all_commands[i], "--help", NULL);
 		assert_int_equal(r.rc, 0);
 		assert_string_equal(r.err, "");
 		snprintf(want, sizeof want, "usage: mlopsd %s", all_commands[i]);
 		assert_memory_equal(r.out, want, strlen(want));
-		run_cmd(&r, all_commands[i], "-h", NULL);
+		testutil_run_cmd(&r, all_commands[i], "-h", NULL);
 		assert_int_equal(r.rc, 0);
 		assert_memory_equal(r.out, want, strlen(want));
 	}
@@ -342,12 +287,12 @@ test_kafka_mock_bad_options(void **state)
 		{ "--brokers", "x", "--brokers: \"x\" is not a number from 1" },
 		{ "--listen", "0.0.0.0:9092", "--listen 0.0.0.0:9092: the mock" },
 	};
-	struct run	r;
+	struct testutil_run	r;
 	size_t		i;
 
 	(void)state;
 	for (i = 0; i < NELEM(cases); i++) {
-		run_cmd(&r, "kafka-mock", cases[i].opt, cases[i].val, NULL);
+		testutil_run_cmd(&r, "kafka-mock", cases[i].opt, cases[i].val, NULL);
 		assert_int_equal(r.rc, 2);
 		assert_string_equal(r.out, "");
 		if (strstr(r.err, cases[i].msg) == NULL)
@@ -359,10 +304,10 @@ test_kafka_mock_bad_options(void **state)
 static void
 test_dev_bad_repo(void **state)
 {
-	struct run	r;
+	struct testutil_run	r;
 
 	(void)state;
-	run_cmd(&r, "dev", "--repo", "/nonexistent/repo", NULL);
+	testutil_run_cmd(&r, "dev", "--repo", "/nonexistent/repo", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "--repo /nonexistent/repo: not a "
 	    "directory"));
@@ -371,11 +316,11 @@ test_dev_bad_repo(void **state)
 static void
 test_log_level_from_verbosity(void **state)
 {
-	struct run	r;
+	struct testutil_run	r;
 
 	(void)state;
 	/* Run something so cmd_main resets the count to zero. */
-	run_cmd(&r, "--version", NULL);
+	testutil_run_cmd(&r, "--version", NULL);
 	assert_int_equal(cmd_log_level(LOG_WARN), LOG_WARN);
 	cmd_verbose();
 	assert_int_equal(cmd_log_level(LOG_INFO), LOG_DEBUG);
@@ -606,7 +551,7 @@ child_log(struct child *c)
 {
 	char	*buf = xmalloc(16384);
 
-	slurp(c->err, buf, 16384);
+	testutil_slurp(c->err, buf, 16384);
 	return buf;
 }
 
@@ -694,7 +639,7 @@ test_daemon_reload_failure_keeps_serving(void **state)
 	f = fopen(hook_trace, "r");
 	assert_non_null(f);
 	trace = xmalloc(64);
-	slurp(f, trace, 64);
+	testutil_slurp(f, trace, 64);
 	assert_string_equal(trace, "Rrba");
 	free(trace);
 }

@@ -841,69 +841,14 @@ test_error_cap(void **state)
 
 /* ------------------------------------------------- mlopsd repo validate */
 
-struct run {
-	int	rc;
-	char	out[8192];
-	char	err[REPO_ERRLEN];
-};
-
-static void
-slurp(FILE *f, char *buf, size_t len)
-{
-	size_t	n;
-
-	rewind(f);
-	n = fread(buf, 1, len - 1, f);
-	buf[n] = '\0';
-	fclose(f);
-}
-
-/* Run `mlopsd ARGS...` (NULL-terminated) in a child, as test_cli does. */
-static void
-run_cmd(struct run *r, ...)
-{
-	char	*argv[16];
-	int	 argc = 0, status;
-	FILE	*out = tmpfile(), *err = tmpfile();
-	pid_t	 pid;
-	va_list	 ap;
-
-	assert_non_null(out);
-	assert_non_null(err);
-	argv[argc++] = (char *)"mlopsd";
-	va_start(ap, r);
-	while ((argv[argc] = va_arg(ap, char *)) != NULL)
-		argc++;
-	va_end(ap);
-	fflush(stdout);
-	fflush(stderr);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int	rc;
-
-		dup2(fileno(out), STDOUT_FILENO);
-		dup2(fileno(err), STDERR_FILENO);
-		rc = cmd_main(argc, argv);
-		fflush(stdout);
-		fflush(stderr);
-		_exit(rc);
-	}
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	r->rc = WEXITSTATUS(status);
-	slurp(out, r->out, sizeof r->out);
-	slurp(err, r->err, sizeof r->err);
-}
-
 static void
 test_validate_ok(void **state)
 {
 	char		*dir = example_dir(), *want;
-	struct run	 r;
+	struct testutil_run	 r;
 
 	(void)state;
-	run_cmd(&r, "repo", "validate", dir, NULL);
+	testutil_run_cmd(&r, "repo", "validate", dir, NULL);
 	assert_int_equal(r.rc, 0);
 	assert_string_equal(r.err, "");
 	want = xstrfmt("%s: ok (2 entities, 2 sources, 2 views, 16 features, "
@@ -917,7 +862,7 @@ static void
 test_validate_errors(void **state)
 {
 	char		*dir = mktmp(), *want;
-	struct run	 r;
+	struct testutil_run	 r;
 
 	(void)state;
 	put(dir, "features/a.yaml",
@@ -925,7 +870,7 @@ test_validate_errors(void **state)
 	    "  - {name: user, join_keys: [user_id], colour: red}\n"
 	    "sources:\n"
 	    "  - {name: s, topic: s, format: xml, timestamp_field: ts}\n");
-	run_cmd(&r, "repo", "validate", dir, NULL);
+	testutil_run_cmd(&r, "repo", "validate", dir, NULL);
 	assert_int_equal(r.rc, 1);
 	assert_string_equal(r.out, "");
 	want = xstrfmt("%s/features/a.yaml:2:40: entity user: unknown key "
@@ -941,38 +886,38 @@ static void
 test_validate_usage(void **state)
 {
 	char		*dir = mktmp(), *file;
-	struct run	 r;
+	struct testutil_run	 r;
 
 	(void)state;
-	run_cmd(&r, "repo", "validate", "/nonexistent/repo", NULL);
+	testutil_run_cmd(&r, "repo", "validate", "/nonexistent/repo", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "mlopsd repo: /nonexistent/repo: No such "
 	    "file or directory\nusage: mlopsd repo validate DIR\n"));
 
 	put(dir, "file", "x");
 	file = xstrfmt("%s/file", dir);
-	run_cmd(&r, "repo", "validate", file, NULL);
+	testutil_run_cmd(&r, "repo", "validate", file, NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, ": not a directory"));
 	free(file);
 
-	run_cmd(&r, "repo", NULL);
+	testutil_run_cmd(&r, "repo", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "missing command (validate)"));
-	run_cmd(&r, "repo", "validate", NULL);
+	testutil_run_cmd(&r, "repo", "validate", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "validate needs the repo directory"));
-	run_cmd(&r, "repo", "check", dir, NULL);
+	testutil_run_cmd(&r, "repo", "check", dir, NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "unknown repo command \"check\""));
-	run_cmd(&r, "repo", "validate", dir, "extra", NULL);
+	testutil_run_cmd(&r, "repo", "validate", dir, "extra", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "unexpected argument \"extra\""));
-	run_cmd(&r, "repo", "validate", "--bogus", dir, NULL);
+	testutil_run_cmd(&r, "repo", "validate", "--bogus", dir, NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "unknown option --bogus"));
 
-	run_cmd(&r, "repo", "--help", NULL);
+	testutil_run_cmd(&r, "repo", "--help", NULL);
 	assert_int_equal(r.rc, 0);
 	assert_non_null(strstr(r.out, "usage: mlopsd repo validate DIR\n"));
 	assert_non_null(strstr(r.out, "FILE:LINE:COL: MESSAGE"));
