@@ -54,11 +54,8 @@ cmd_serve_exec(const struct cmd_entry *self, int argc, char **argv)
 			return cmd_bad_option(self, ch, argv);
 		}
 	}
-	if (optind < argc)
-		return cmd_usage_error(self, "unexpected argument \"%s\"",
-		    argv[optind]);
-	if (path == NULL)
-		return cmd_usage_error(self, "-c FILE is required");
+	if (cmd_need_config(self, argc, argv, path) != CMD_EXIT_OK)
+		return CMD_EXIT_USAGE;
 
 	if ((cfg = config_load(path, err, sizeof err)) == NULL) {
 		fprintf(stderr, "%s\n", err);

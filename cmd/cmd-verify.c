@@ -61,13 +61,7 @@ cmd_verify_exec(const struct cmd_entry *self, int argc, char **argv)
 			return cmd_bad_option(self, ch, argv);
 		}
 	}
-	rc = CMD_EXIT_USAGE;
-	if (optind < argc)
-		cmd_usage_error(self, "unexpected argument \"%s\"",
-		    argv[optind]);
-	else if (path == NULL)
-		cmd_usage_error(self, "-c FILE is required");
-	else
+	if ((rc = cmd_need_config(self, argc, argv, path)) == CMD_EXIT_OK)
 		rc = cmd_open_offline(self, path, &cfg, &repo, &off, err,
 		    REPO_ERRLEN);
 	if (rc != CMD_EXIT_OK)

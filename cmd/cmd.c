@@ -155,6 +155,18 @@ cmd_bad_option(const struct cmd_entry *self, int ch, char **argv)
 }
 
 int
+cmd_need_config(const struct cmd_entry *self, int argc, char **argv,
+    const char *path)
+{
+	if (optind < argc)
+		return cmd_usage_error(self, "unexpected argument \"%s\"",
+		    argv[optind]);
+	if (path == NULL)
+		return cmd_usage_error(self, "-c FILE is required");
+	return CMD_EXIT_OK;
+}
+
+int
 cmd_open_offline(const struct cmd_entry *self, const char *path,
     struct config **cfg, struct repo **repo, struct offline **off, char *err,
     size_t errlen)

@@ -45,6 +45,13 @@ int	cmd_bad_option(const struct cmd_entry *self, int ch, char **argv);
  */
 void		cmd_verbose(void);
 enum log_level	cmd_log_level(enum log_level base);
+/*
+ * The usage checks after the options of a command that takes no operands
+ * and needs -c FILE (path): prints "unexpected argument" or "-c FILE is
+ * required" and returns CMD_EXIT_USAGE, else returns CMD_EXIT_OK.
+ */
+int	cmd_need_config(const struct cmd_entry *self, int argc, char **argv,
+	    const char *path);
 
 struct config;
 struct repo;
