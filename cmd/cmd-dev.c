@@ -151,6 +151,7 @@ cmd_dev_on_listen(void *arg, const char *addr)
 	}
 	printf("  curl http://%s/metrics\n", addr);
 	printf("  mlopsd models list --url http://%s\n", addr);
+	printf("  mlopsd dag list --url http://%s\n", addr);
 	fflush(stdout);
 	log_info("dev", "serving on http://%s (Ctrl-C stops)", addr);
 }

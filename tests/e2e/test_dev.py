@@ -198,7 +198,7 @@ def example_repo_features_grow():
     with Dev("--http", "127.0.0.1:0") as d:
         # A few curl commands for the example repo follow the two lines.
         assert d.line() == "try:"
-        tips = [d.line() for _ in range(5)]
+        tips = [d.line() for _ in range(6)]
         assert tips[0] == "  curl http://%s/v1/features/user_clicks/1" \
             % d.addr, tips
         assert tips[1] == "  curl http://%s/v1/features/merchant_orders/1" \
@@ -210,6 +210,7 @@ def example_repo_features_grow():
             "entities": {"user_id": [1, 2, 3]}}, tips
         assert tips[3] == "  curl http://%s/metrics" % d.addr, tips
         assert tips[4] == "  mlopsd models list --url http://%s" % d.addr
+        assert tips[5] == "  mlopsd dag list --url http://%s" % d.addr
         ready(d)
 
         # Entity 1 gets a tenth of the 50 events/s of each source.
