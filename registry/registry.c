@@ -93,6 +93,8 @@ static const char *const registry_migrations[] = {
 };
 static int	registry_version_exists(struct registry *r, const char *model,
 		    int version);
+static int	registry_need_version(struct registry *r, const char *model,
+		    int version, char *err, size_t errlen);
 
 #define REGISTRY_NMIGRATIONS \
 	(int)(sizeof registry_migrations / sizeof registry_migrations[0])
@@ -167,6 +169,29 @@ registry_exec(struct registry *r, const char *sql, char *err, size_t errlen)
 	    sqlite3_errmsg(r->db));
 	sqlite3_free(msg);
 	return -1;
+}
+
+/*
+ * A write transaction: the process's lock (one connection, several
+ * threads) and BEGIN IMMEDIATE (other processes).  0 with both held, or
+ * -1 with neither.  registry_abort() rolls back and releases.
+ */
+static int
+registry_begin(struct registry *r, char *err, size_t errlen)
+{
+	pthread_mutex_lock(&r->lock);
+	if (registry_exec(r, "BEGIN IMMEDIATE", err, errlen) != 0) {
+		pthread_mutex_unlock(&r->lock);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+registry_abort(struct registry *r)
+{
+	sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
+	pthread_mutex_unlock(&r->lock);
 }
 
 static sqlite3_stmt *
@@ -509,11 +534,8 @@ registry_version_create(struct registry *r,
 	    errlen) != 0)
 		return -1;
 
-	pthread_mutex_lock(&r->lock);
-	if (registry_exec(r, "BEGIN IMMEDIATE", err, errlen) != 0) {
-		pthread_mutex_unlock(&r->lock);
+	if (registry_begin(r, err, errlen) != 0)
 		return -1;
-	}
 	for (i = 0; i < 2; i++) {
 		if ((st = registry_prepare(r, sql[i], err, errlen)) == NULL)
 			goto fail;
@@ -573,8 +595,7 @@ registry_version_create(struct registry *r,
 	return 0;
 fail:
 	sqlite3_finalize(st);
-	sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-	pthread_mutex_unlock(&r->lock);
+	registry_abort(r);
 	return -1;
 }
 
@@ -587,22 +608,10 @@ registry_version_delete(struct registry *r, const char *model, int version,
 
 	if (registry_check_model(model, err, errlen) != 0)
 		return -1;
-	pthread_mutex_lock(&r->lock);
-	if (registry_exec(r, "BEGIN IMMEDIATE", err, errlen) != 0) {
-		pthread_mutex_unlock(&r->lock);
+	if (registry_begin(r, err, errlen) != 0)
 		return -1;
-	}
-	switch (registry_version_exists(r, model, version)) {
-	case 1:
-		break;
-	case 0:
-		snprintf(err, errlen, "no version %d of model \"%s\"", version,
-		    model);
+	if (registry_need_version(r, model, version, err, errlen) != 0)
 		goto fail;
-	default:
-		registry_dberr(r, err, errlen);
-		goto fail;
-	}
 	st = registry_prepare(r, "SELECT alias FROM aliases WHERE model = ? "
 	    "AND version = ? ORDER BY alias LIMIT 1", err, errlen);
 	if (st == NULL)
@@ -638,8 +647,7 @@ registry_version_delete(struct registry *r, const char *model, int version,
 	return 0;
 fail:
 	sqlite3_finalize(st);
-	sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-	pthread_mutex_unlock(&r->lock);
+	registry_abort(r);
 	return -1;
 }
 
@@ -894,6 +902,24 @@ registry_version_exists(struct registry *r, const char *model, int version)
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* 0 when the version exists, else -1 with why (none, or the database). */
+static int
+registry_need_version(struct registry *r, const char *model, int version,
+    char *err, size_t errlen)
+{
+	switch (registry_version_exists(r, model, version)) {
+	case 1:
+		return 0;
+	case 0:
+		snprintf(err, errlen, "no version %d of model \"%s\"", version,
+		    model);
+		return -1;
+	default:
+		registry_dberr(r, err, errlen);
+		return -1;
+	}
+}
+
 /*
  * Move (to > 0) or delete (to == 0) an alias inside the caller's
  * transaction: the aliases row, a history row of kind and an event.
@@ -969,22 +995,10 @@ registry_alias_set(struct registry *r, const char *model, const char *alias,
 	if (registry_check_model(model, err, errlen) != 0 ||
 	    registry_check_alias(alias, err, errlen) != 0)
 		return -1;
-	pthread_mutex_lock(&r->lock);
-	if (registry_exec(r, "BEGIN IMMEDIATE", err, errlen) != 0) {
-		pthread_mutex_unlock(&r->lock);
+	if (registry_begin(r, err, errlen) != 0)
 		return -1;
-	}
-	switch (registry_version_exists(r, model, version)) {
-	case 1:
-		break;
-	case 0:
-		snprintf(err, errlen, "no version %d of model \"%s\"", version,
-		    model);
+	if (registry_need_version(r, model, version, err, errlen) != 0)
 		goto fail;
-	default:
-		registry_dberr(r, err, errlen);
-		goto fail;
-	}
 	if ((have = registry_alias_locked(r, model, alias, &cur)) == -1) {
 		registry_dberr(r, err, errlen);
 		goto fail;
@@ -1009,8 +1023,7 @@ registry_alias_set(struct registry *r, const char *model, const char *alias,
 		    reason != NULL ? reason : "");
 	return 0;
 fail:
-	sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-	pthread_mutex_unlock(&r->lock);
+	registry_abort(r);
 	return -1;
 }
 
@@ -1023,11 +1036,8 @@ registry_alias_delete(struct registry *r, const char *model, const char *alias,
 	if (registry_check_model(model, err, errlen) != 0 ||
 	    registry_check_alias(alias, err, errlen) != 0)
 		return -1;
-	pthread_mutex_lock(&r->lock);
-	if (registry_exec(r, "BEGIN IMMEDIATE", err, errlen) != 0) {
-		pthread_mutex_unlock(&r->lock);
+	if (registry_begin(r, err, errlen) != 0)
 		return -1;
-	}
 	if ((have = registry_alias_locked(r, model, alias, &cur)) != 1) {
 		if (have == 0)
 			snprintf(err, errlen, "model \"%s\" has no alias \"%s\"",
@@ -1044,8 +1054,7 @@ registry_alias_delete(struct registry *r, const char *model, const char *alias,
 	    model, alias, cur);
 	return 0;
 fail:
-	sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-	pthread_mutex_unlock(&r->lock);
+	registry_abort(r);
 	return -1;
 }
 
@@ -1060,11 +1069,8 @@ registry_rollback(struct registry *r, const char *model, int *version,
 
 	if (registry_check_model(model, err, errlen) != 0)
 		return -1;
-	pthread_mutex_lock(&r->lock);
-	if (registry_exec(r, "BEGIN IMMEDIATE", err, errlen) != 0) {
-		pthread_mutex_unlock(&r->lock);
+	if (registry_begin(r, err, errlen) != 0)
 		return -1;
-	}
 	if ((have = registry_alias_locked(r, model, REGISTRY_CHAMPION,
 	    &cur)) != 1) {
 		if (have == 0)
@@ -1120,8 +1126,7 @@ registry_rollback(struct registry *r, const char *model, int *version,
 	return 0;
 fail:
 	sqlite3_finalize(st);
-	sqlite3_exec(r->db, "ROLLBACK", NULL, NULL, NULL);
-	pthread_mutex_unlock(&r->lock);
+	registry_abort(r);
 	free(stack);
 	return -1;
 }
