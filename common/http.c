@@ -1160,6 +1160,7 @@ http_worker_main(void *arg)
 {
 	struct http_worker	*w = arg;
 
+	pthread_setname_np(pthread_self(), "http-worker");
 	if (event_base_dispatch(w->base) == -1)
 		log_error("http", "event loop failed");
 	return NULL;

@@ -481,6 +481,7 @@ offline_main(void *arg)
 	int64_t		 backoff = OFFLINE_BACKOFF_MIN_MS, last_warn = 0;
 	int		 rc, stopping = 0;
 
+	pthread_setname_np(pthread_self(), "offline-ship");
 	for (;;) {
 		rc = offline_ship_once(o, err, sizeof err);
 		offline_update_pending(o);

@@ -835,6 +835,7 @@ verify_periodic_main(void *arg)
 	struct timespec		 ts;
 	int64_t			 due;
 
+	pthread_setname_np(pthread_self(), "offline-verify");
 	pthread_mutex_lock(&vp->lock);
 	while (!vp->stop) {
 		due = util_now_ms() + vp->interval_ms;
