@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,6 +87,7 @@ struct store {
 	struct metric_family	*m_entities;
 	struct metric_family	*m_ckpt_seconds;
 	struct metric		*m_ckpt_entities;
+	_Atomic int		 ckpt_abort;	/* store_ckpt_abort() */
 };
 
 /*
@@ -1088,6 +1090,10 @@ store_ckpt_write(struct store *s, struct store_ckpt *c, char *err,
 		struct ckpt_entity	*e = &c->ents[i];
 		sqlite3_stmt		*st = e->state ? up : del;
 
+		if (i % 256 == 0 && atomic_load(&s->ckpt_abort)) {
+			snprintf(err, errlen, "checkpoint abandoned");
+			goto rollback;
+		}
 		sqlite3_bind_text(st, 1, s->views[e->view].view->name, -1,
 		    SQLITE_STATIC);
 		sqlite3_bind_blob(st, 2, e->key, (int)e->keylen, SQLITE_STATIC);
@@ -1159,6 +1165,12 @@ rollback:
 rollback_only:
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	return -1;
+}
+
+void
+store_ckpt_abort(struct store *s, int on)
+{
+	atomic_store(&s->ckpt_abort, on);
 }
 
 int

@@ -107,6 +107,14 @@ int		 store_ckpt_empty(const struct store_ckpt *c);
  */
 void		 store_ckpt_outbox(struct store_ckpt *c, void *blob, size_t len,
 		    size_t nevents, int64_t first_ms);
+/*
+ * While on, a checkpoint being written (and any started) gives up within
+ * a few hundred entities and rolls back: -1 with err "checkpoint
+ * abandoned".  For a stop that must finish in time; the stored state
+ * stays at the last committed checkpoint, so nothing is lost: ingest
+ * reads the events since then again.  Any thread.
+ */
+void		 store_ckpt_abort(struct store *s, int on);
 /* Write c in one transaction.  Returns 0, or -1 (nothing written). */
 int		 store_ckpt_commit(struct store *s, struct store_ckpt *c,
 		    char *err, size_t errlen);

@@ -47,6 +47,7 @@
 #define INGEST_SHARD_QUEUE	8	/* batches queued per shard thread */
 #define INGEST_SHARD_THREADS	2	/* default number of shard threads */
 #define INGEST_DLQ_FLUSH_MS	2000	/* one dead-letter flush attempt */
+#define INGEST_STOP_BUDGET_MS	5000	/* default opt.stop_budget_ms */
 
 /* One view fed by a source: where its key parts are in the source's fields. */
 struct ingest_view {
@@ -162,6 +163,8 @@ struct ingest {
 	pthread_t		 thread;
 	int			 started;
 	_Atomic int		 stopping;
+	_Atomic int		 abandon;	/* stop budget spent: no more
+						   checkpoints */
 
 	struct ingest_shard	*shards;
 	int			 nthreads;
@@ -877,9 +880,15 @@ writer_main(void *arg)
 		c = in->pending;
 		in->wbusy = 1;
 		pthread_mutex_unlock(&in->wlock);
-		/* A failed commit is retried: the checkpoint holds state we must not drop. */
+		/*
+		 * A failed commit is retried: the checkpoint holds state we
+		 * must not drop, unless a stop ran out of time.
+		 */
 		t0 = util_now_ms();
-		while (store_ckpt_commit(in->store, c, err, sizeof err) != 0) {
+		while (!atomic_load(&in->abandon) &&
+		    store_ckpt_commit(in->store, c, err, sizeof err) != 0) {
+			if (atomic_load(&in->abandon))
+				break;
 			metric_inc(in->m_ckpt_fail);
 			log_error("ingest", "checkpoint failed: %s; retrying",
 			    err);
@@ -981,6 +990,8 @@ ingest_checkpoint(struct ingest *in, int wait)
 {
 	struct store_ckpt	*c;
 
+	if (atomic_load(&in->abandon))
+		return 1;
 	if (!wait && writer_busy(in))
 		return 0;
 	if (dlq_flush(in) != 0)
@@ -1481,6 +1492,8 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 		in->opt.checkpoint_ms = 1000;
 	if (in->opt.ready_lag_ms <= 0)
 		in->opt.ready_lag_ms = 10000;
+	if (in->opt.stop_budget_ms <= 0)
+		in->opt.stop_budget_ms = INGEST_STOP_BUDGET_MS;
 	in->nthreads = in->opt.shard_threads > 0 ? in->opt.shard_threads :
 	    INGEST_SHARD_THREADS;
 	if (in->nthreads > store_nshards(store))
@@ -1689,17 +1702,46 @@ fail:
 void
 ingest_stop(struct ingest *in)
 {
+	struct timespec	 ts;
+
 	if (in == NULL || !in->started)
 		return;
+
 	atomic_store(&in->stopping, 1);
-	pthread_join(in->thread, NULL);
+	/*
+	 * The consumer thread writes a last checkpoint, which under load
+	 * holds every entity: past the budget, abandon it rather than be
+	 * killed by the daemon's stop alarm before leaving the group (the
+	 * group would then wait out session.timeout.ms before a restarted
+	 * daemon gets its partitions back).
+	 */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += in->opt.stop_budget_ms / 1000;
+	ts.tv_nsec += (in->opt.stop_budget_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	if (pthread_timedjoin_np(in->thread, NULL, &ts) != 0) {
+		atomic_store(&in->abandon, 1);
+		store_ckpt_abort(in->store, 1);
+		pthread_join(in->thread, NULL);
+	}
 	/* Leaving the group revokes; the callback checkpoints again (no-op). */
 	rd_kafka_consumer_close(in->rk);
 	writer_wait_idle(in);
 	shards_stop(in);
 	writer_stop(in);
-	if (!in->dlq_down)
+	if (!in->dlq_down && !atomic_load(&in->abandon))
 		rd_kafka_flush(in->dlq, INGEST_DLQ_FLUSH_MS);
+	if (atomic_load(&in->abandon)) {
+		log_warn("ingest", "stop: the last checkpoint was not written "
+		    "within %lld ms and was abandoned; the events since the "
+		    "previous one are read again on the next start",
+		    (long long)in->opt.stop_budget_ms);
+		store_ckpt_abort(in->store, 0);
+		atomic_store(&in->abandon, 0);
+	}
 	in->started = 0;
 }
 

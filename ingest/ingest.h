@@ -22,6 +22,8 @@ struct ingest_options {
 	int64_t		 ready_lag_ms;	/* caught up within this: 0: 10000 */
 	int		 shard_threads;	/* threads applying events: 0: 2
 					   (at most the store's shards) */
+	int64_t		 stop_budget_ms; /* ingest_stop's last checkpoint:
+					   0: 5000 */
 };
 
 /*
@@ -35,7 +37,10 @@ struct ingest	*ingest_new(const struct config *cfg, struct store *store,
 int		 ingest_start(struct ingest *in, char *err, size_t errlen);
 /*
  * Stop consuming, write a last checkpoint, leave the group.  Blocks until
- * done.  Safe to call twice.
+ * done, about stop_budget_ms at most: a last checkpoint that is not
+ * written by then is abandoned (rolled back; the events since the
+ * previous one are read again on the next start) so that the daemon
+ * exits in time and leaves the group cleanly.  Safe to call twice.
  */
 void		 ingest_stop(struct ingest *in);
 void		 ingest_free(struct ingest *in);

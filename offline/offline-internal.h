@@ -6,6 +6,7 @@
 #ifndef MLOPSD_OFFLINE_INTERNAL_H
 #define MLOPSD_OFFLINE_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,9 +57,13 @@ struct offline_backend_ops {
 	int		 (*shipped)(void *b, int64_t *seq, char *err,
 			    size_t errlen);
 	/* Rows of these outbox rows and shipped seq = rows[n - 1].seq, in
-	   one transaction.  Returns events written (new or not), or -1. */
+	   one transaction.  Returns events written (new or not), or -1.
+	   Gives up (-1, "shipping cancelled", rolled back) soon after
+	   *cancel turns non-zero, so a stop need not wait for a large
+	   batch. */
 	int64_t		 (*ship)(void *b, const struct store_outbox *rows,
-			    size_t n, char *err, size_t errlen);
+			    size_t n, const _Atomic int *cancel, char *err,
+			    size_t errlen);
 	int		 (*scan)(void *b, const struct repo_view *view,
 			    int64_t max_ts, const char *const *keys,
 			    size_t nkeys, offline_event_fn fn, void *arg,

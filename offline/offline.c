@@ -58,6 +58,7 @@ struct offline {
 	pthread_cond_t				 wcond;
 	int					 stopping;
 	int64_t					 deadline_ms;
+	_Atomic int				 cancel;	/* stop budget spent */
 
 	_Atomic int64_t				 shipped_seq;	/* -1: unknown */
 	struct metrics				*m;
@@ -452,7 +453,7 @@ offline_ship_once(struct offline *o, char *err, size_t errlen)
 		rc = 0;
 		goto out;
 	}
-	written = o->ops->ship(o->b, rows, n, err, errlen);
+	written = o->ops->ship(o->b, rows, n, &o->cancel, err, errlen);
 	if (written < 0)
 		goto fail;
 	o->shipped_seq = rows[n - 1].seq;
@@ -488,6 +489,9 @@ offline_main(void *arg)
 		pthread_mutex_lock(&o->wlock);
 		stopping = o->stopping;
 		pthread_mutex_unlock(&o->wlock);
+		if (stopping && rc < 0 && atomic_load(&o->cancel))
+			log_info("offline", "stop: shipping cancelled at the "
+			    "stop budget; the rest ships after the next start");
 		if (stopping && (rc <= 0 || util_now_ms() >= o->deadline_ms))
 			break;
 		if (rc > 0) {
@@ -551,6 +555,8 @@ offline_start(struct offline *o, struct store *store, char *err,
 void
 offline_stop(struct offline *o, int64_t budget_ms)
 {
+	struct timespec	ts;
+
 	if (o == NULL || !o->started)
 		return;
 	pthread_mutex_lock(&o->wlock);
@@ -558,7 +564,23 @@ offline_stop(struct offline *o, int64_t budget_ms)
 	o->deadline_ms = util_now_ms() + budget_ms;
 	pthread_cond_broadcast(&o->wcond);
 	pthread_mutex_unlock(&o->wlock);
-	pthread_join(o->thread, NULL);
+	/*
+	 * One ship may hold a whole checkpoint's events (an outbox row):
+	 * past the budget, cancel it; it is rolled back and shipped after
+	 * the next start.
+	 */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += budget_ms / 1000;
+	ts.tv_nsec += (budget_ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	if (pthread_timedjoin_np(o->thread, NULL, &ts) != 0) {
+		atomic_store(&o->cancel, 1);
+		pthread_join(o->thread, NULL);
+		atomic_store(&o->cancel, 0);
+	}
 	o->started = 0;
 }
 

@@ -289,6 +289,8 @@ struct pg_ship {
 	size_t		 ngroups, cap;
 	size_t		*map;		/* dictionary index -> group, per blob */
 	size_t		 mapcap;
+	size_t		 nrecs;
+	const _Atomic int *cancel;
 };
 
 static size_t
@@ -416,6 +418,8 @@ pg_ship_rec(void *arg, const struct offline_rec *rec)
 	struct pg_group	*gr;
 	char		 num[80];
 
+	if (sh->nrecs++ % 1024 == 0 && atomic_load(sh->cancel))
+		return -1;
 	if (rec->srcidx >= sh->mapcap || sh->map[rec->srcidx] == (size_t)-1) {
 		size_t old = sh->mapcap;
 
@@ -515,11 +519,11 @@ out:
 }
 
 static int64_t
-pg_ship(void *b, const struct store_outbox *rows, size_t n, char *err,
-    size_t errlen)
+pg_ship(void *b, const struct store_outbox *rows, size_t n,
+    const _Atomic int *cancel, char *err, size_t errlen)
 {
 	struct pg	*g = b;
-	struct pg_ship	 sh = { 0 };
+	struct pg_ship	 sh = { .cancel = cancel };
 	int64_t		 written = 0;
 	char		 sql[128];
 	int		 rc = 0;
@@ -530,12 +534,18 @@ pg_ship(void *b, const struct store_outbox *rows, size_t n, char *err,
 		rc = offline_batch_decode(rows[i].data, rows[i].len,
 		    pg_ship_rec, &sh, err, errlen);
 	}
+	if (rc != 0 && atomic_load(cancel))
+		snprintf(err, errlen, "shipping cancelled");
 	if (rc != 0)
 		goto out;
 	rc = -1;
 	if (pg_exec(g, "BEGIN", err, errlen) != 0)
 		goto out;
 	for (size_t i = 0; i < sh.ngroups; i++) {
+		if (atomic_load(cancel)) {
+			snprintf(err, errlen, "shipping cancelled");
+			goto rollback;
+		}
 		if (pg_ship_group(g, &sh.groups[i], i, err, errlen) != 0)
 			goto rollback;
 		written += sh.groups[i].rows;

@@ -264,6 +264,7 @@ struct sq_ship {
 	sqlite3_stmt	**ins;
 	size_t		  nins, inscap;
 	int64_t		  written;
+	const _Atomic int *cancel;
 	char		 *err;
 	size_t		  errlen;
 };
@@ -323,6 +324,10 @@ sq_ship_rec(void *arg, const struct offline_rec *rec)
 
 	if (q == NULL)
 		return -1;
+	if (sh->written % 1024 == 0 && atomic_load(sh->cancel)) {
+		snprintf(sh->err, sh->errlen, "shipping cancelled");
+		return -1;
+	}
 	sqlite3_bind_int(q, 1, rec->partition);
 	sqlite3_bind_int64(q, 2, rec->offset);
 	sqlite3_bind_int64(q, 3, rec->ts);
@@ -371,11 +376,11 @@ sq_ship_rec(void *arg, const struct offline_rec *rec)
 }
 
 static int64_t
-sq_ship(void *b, const struct store_outbox *rows, size_t n, char *err,
-    size_t errlen)
+sq_ship(void *b, const struct store_outbox *rows, size_t n,
+    const _Atomic int *cancel, char *err, size_t errlen)
 {
 	struct sq	*s = b;
-	struct sq_ship	 sh = { s, NULL, 0, 0, 0, err, errlen };
+	struct sq_ship	 sh = { s, NULL, 0, 0, 0, cancel, err, errlen };
 	sqlite3_stmt	*q = NULL;
 	int		 rc = 0;
 

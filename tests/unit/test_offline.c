@@ -467,7 +467,7 @@ wait_shipped(struct fx *x, int64_t seq)
 	int64_t	got = -1;
 	char	err[256];
 
-	for (int i = 0; i < 500; i++) {
+	for (int i = 0; i < 3000; i++) {
 		if (offline_shipped_seq(x->off, &got, err, sizeof err) == 0 &&
 		    got >= seq)
 			return;
@@ -731,6 +731,52 @@ test_outbox_floor(void **state)
 	offline_batch_free(b);
 }
 
+/*
+ * A stop with no budget left cancels a ship in progress: the backend
+ * rolls back, the outbox keeps the row, and the next start ships every
+ * event exactly once.
+ */
+static void
+test_stop_cancels(void **state)
+{
+	struct fx		 *x = *state;
+	const struct repo_source *os;
+	struct offline_batch	 *b = offline_batch_new();
+	struct agg_value	  f[8];
+	struct evs		  got = { 0 };
+	char			  err[256];
+	int64_t			  n, oldest, seq;
+	const int		  nev = 200000;
+
+	fx_open(x);
+	os = src_of(x, "orders");
+	for (int i = 0; i < nev; i++) {
+		order(f, os, vs("s"), vi(i % 100), vi(i));
+		offline_batch_add(b, os, 0, i, T0 + i, f);
+	}
+	commit_batch(x, b, (size_t)nev);
+	assert_int_equal(offline_start(x->off, x->store, err, sizeof err), 0);
+	offline_stop(x->off, 0);
+	/* All or nothing: one outbox row, one backend transaction. */
+	assert_int_equal(store_outbox_pending(x->store, 0, &n, &oldest), 0);
+	assert_int_equal(offline_shipped_seq(x->off, &seq, err, sizeof err), 0);
+	if (n != 0) {
+		assert_int_equal(n, nev);
+		assert_int_equal(seq, 0);
+		scan(x, "shop_user_orders", INT64_MAX, NULL, 0, &got);
+		assert_int_equal(got.n, 0);
+		evs_free(&got);
+	} else
+		assert_int_equal(seq, 1);
+	/* Restart: shipped once, whatever the stop did. */
+	assert_int_equal(offline_start(x->off, x->store, err, sizeof err), 0);
+	wait_shipped(x, 1);
+	scan(x, "shop_user_orders", INT64_MAX, NULL, 0, &got);
+	assert_int_equal(got.n, nev);
+	evs_free(&got);
+	offline_batch_free(b);
+}
+
 int
 main(void)
 {
@@ -740,6 +786,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_ship_and_scan, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_migrations, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_stop_cancels, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_floor, setup,
 		    teardown),

@@ -732,6 +732,57 @@ test_checkpoint_reopen(void **state)
 	fx_free(&x);
 }
 
+/*
+ * store_ckpt_abort: a checkpoint written while it is on rolls back as a
+ * whole (states and offsets), the store keeps the previous one, and once
+ * off, the same dirty state commits.
+ */
+static void
+test_ckpt_abort(void **state)
+{
+	struct fx		 x;
+	struct store_ckpt	*c;
+	char			 err[256];
+	int64_t			 t = T0 + 45 * MIN;
+
+	(void)state;
+	fx_init(&x, repo_base);
+	base_events(&x);
+	checkpoint(&x, 4, 2);
+	/* Enough dirty entities that the writer checks the flag mid-way. */
+	for (int i = 0; i < 600; i++) {
+		char user[16];
+
+		snprintf(user, sizeof user, "n%d", i);
+		click(&x, user, T0 + 40 * MIN, 4 + i, 1, "a");
+	}
+	click(&x, "u1", T0 + 40 * MIN, 604, 100, "d");
+
+	store_ckpt_abort(x.s, 1);
+	c = store_ckpt_new();
+	for (int i = 0; i < store_nshards(x.s); i++)
+		store_ckpt_collect(x.s, i, c);
+	store_ckpt_offset(c, "clicks", 0, 605);
+	assert_true(store_ckpt_nentities(c) > 256);
+	assert_int_equal(store_ckpt_commit(x.s, c, err, sizeof err), -1);
+	assert_string_equal(err, "checkpoint abandoned");
+	store_ckpt_free(c);
+	assert_int_equal(db_rows(&x, "SELECT count(*) FROM entity", NULL), 6);
+	assert_true(offset_of(&x, "clicks", 0) == 4);
+
+	/* Off again: a checkpoint commits (here an empty one, the dirty set
+	   went with the abandoned one, as at a stop). */
+	store_ckpt_abort(x.s, 0);
+	checkpoint(&x, 4, -1);
+	fx_reopen(&x, NULL);
+	assert_int_equal(get_int(&x, "user_clicks:clicks_1h", "u1", t,
+	    STORE_PRESENT), 3);
+	assert_text(&x, "user_clicks:clicks_1h", "n5", t, STORE_NOT_FOUND,
+	    "null");
+	assert_true(offset_of(&x, "clicks", 0) == 4);
+	fx_free(&x);
+}
+
 static void
 test_held_messages(void **state)
 {
@@ -1960,6 +2011,7 @@ main(void)
 		cmocka_unit_test(test_value_text),
 		cmocka_unit_test(test_metrics),
 		cmocka_unit_test(test_open_errors),
+		cmocka_unit_test(test_ckpt_abort),
 		cmocka_unit_test(test_concurrent_lookups),
 		cmocka_unit_test(test_offsets_while_committing),
 		cmocka_unit_test(test_api_get),
