@@ -31,7 +31,7 @@
 
 #define ONLINE_SHARDS	8
 /* Of the 10 s stop budget: shipping the outbox's tail to the offline store. */
-#define ONLINE_OFFLINE_STOP_MS	3000
+#define ONLINE_OFFLINE_STOP_MS	2000
 
 struct online {
 	struct daemon		*d;
@@ -218,7 +218,8 @@ online_free(struct online *o)
 	ingest_free(o->ingest);
 	offline_close(o->offline);
 	feature_api_free(o->api);
-	store_close(o->store);
+	/* Only the exit paths of serve and dev free an online. */
+	store_close_at_exit(o->store);
 	repo_free(o->repo);
 	free(o->dbpath);
 	pthread_mutex_destroy(&o->ilock);

@@ -88,6 +88,7 @@ struct store {
 	struct metric_family	*m_ckpt_seconds;
 	struct metric		*m_ckpt_entities;
 	_Atomic int		 ckpt_abort;	/* store_ckpt_abort() */
+	int			 keep_entities;	/* store_close_at_exit() */
 };
 
 /*
@@ -705,10 +706,10 @@ store_close(struct store *s)
 		 * Deleted entities wait in the dirty list for their tombstone;
 		 * the others in it are in the table: look before freeing that.
 		 */
-		for (size_t d = 0; d < sh->ndirty; d++)
+		for (size_t d = 0; !s->keep_entities && d < sh->ndirty; d++)
 			if (sh->dirty[d]->deleted)
 				entity_free(s, sh->dirty[d]);
-		for (size_t b = 0; b < sh->nbuckets; b++)
+		for (size_t b = 0; !s->keep_entities && b < sh->nbuckets; b++)
 			for (e = sh->buckets[b]; e != NULL; e = next) {
 				next = e->next;
 				entity_free(s, e);
@@ -727,6 +728,16 @@ store_close(struct store *s)
 	pthread_mutex_destroy(&s->dblock);
 	free(s->path);
 	free(s);
+}
+
+void
+store_close_at_exit(struct store *s)
+{
+#ifndef __SANITIZE_ADDRESS__
+	if (s != NULL)
+		s->keep_entities = 1;
+#endif
+	store_close(s);
 }
 
 const struct repo *

@@ -47,7 +47,7 @@
 #define INGEST_SHARD_QUEUE	8	/* batches queued per shard thread */
 #define INGEST_SHARD_THREADS	2	/* default number of shard threads */
 #define INGEST_DLQ_FLUSH_MS	2000	/* one dead-letter flush attempt */
-#define INGEST_STOP_BUDGET_MS	5000	/* default opt.stop_budget_ms */
+#define INGEST_STOP_BUDGET_MS	4000	/* default opt.stop_budget_ms */
 
 /* One view fed by a source: where its key parts are in the source's fields. */
 struct ingest_view {

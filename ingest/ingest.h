@@ -23,7 +23,7 @@ struct ingest_options {
 	int		 shard_threads;	/* threads applying events: 0: 2
 					   (at most the store's shards) */
 	int64_t		 stop_budget_ms; /* ingest_stop's last checkpoint:
-					   0: 5000 */
+					   0: 4000 */
 };
 
 /*
