@@ -271,3 +271,22 @@ util_split_hostport(const char *addr, char *host, size_t hostlen, int *port)
 	*port = (int)p;
 	return 0;
 }
+
+int
+util_fmt_i64(char *dst, size_t room, int64_t v)
+{
+	char		 tmp[24];
+	uint64_t	 u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+	size_t		 n = sizeof tmp;
+
+	do {
+		tmp[--n] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		tmp[--n] = '-';
+	if (sizeof tmp - n > room)
+		return -1;
+	memcpy(dst, tmp + n, sizeof tmp - n);
+	return (int)(sizeof tmp - n);
+}

@@ -41,6 +41,11 @@ util_floordiv(int64_t a, int64_t b)
 }
 
 /* 64-bit hash of a byte string (stable across runs and machines). */
+/*
+ * Decimal text of v into dst (room bytes, no NUL added): its length, or
+ * -1 if it does not fit.  For hot paths where snprintf costs too much.
+ */
+int		 util_fmt_i64(char *dst, size_t room, int64_t v);
 uint64_t	 util_hash64(const void *data, size_t len, uint64_t seed);
 
 /*

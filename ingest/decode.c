@@ -117,6 +117,15 @@ struct avro_setup {
 	int			 have_value;
 	struct avro_wanted	*wanted;
 	int64_t			 ts_scale;	/* 1, or 1000 for micros, ... */
+	/*
+	 * The direct reader (avro_fast_read): per writer field its schema
+	 * and the first wanted name it feeds (-1: skipped), per wanted name
+	 * the next one fed by the same field (aliases).
+	 */
+	size_t			 nfields;
+	avro_schema_t		*fschema;
+	int			*fwant;
+	int			*wnext;
 };
 
 struct decode_format;
@@ -151,6 +160,7 @@ struct ingest_decoder {
 	size_t				  csetups;
 	struct avro_setup		 *last;
 	avro_reader_t			  areader;
+	int				  generic_only;	/* no direct reads */
 };
 
 typedef int	(*decode_fn)(struct ingest_decoder *, const unsigned char *,
@@ -320,7 +330,7 @@ decode_finish(struct ingest_decoder *d, int64_t ts_scale,
 		case RAW_ABSENT:
 			return decode_fail(d, INGEST_R_MISSING_KEY, "%s", name);
 		case RAW_INT:
-			n = snprintf(num, sizeof num, "%" PRId64, r->i);
+			n = util_fmt_i64(num, sizeof num, r->i);
 			key_append(d, &len, num, (size_t)n);
 			break;
 		case RAW_STRING:
@@ -997,6 +1007,9 @@ avro_setup_free(struct avro_setup *s)
 	if (s->writer != NULL)
 		avro_schema_decref(s->writer);
 	json_decref(s->writer_json);
+	free(s->fschema);
+	free(s->fwant);
+	free(s->wnext);
 	free(s->wanted);
 	free(s->error);
 	free(s);
@@ -1166,6 +1179,22 @@ avro_setup_new(struct ingest_decoder *d, int32_t id, const char *text)
 		}
 		s->wanted[i].index = wi;
 	}
+	s->nfields = avro_schema_record_size(s->writer);
+	s->fschema = xcalloc(s->nfields + 1, sizeof *s->fschema);
+	s->fwant = xcalloc(s->nfields + 1, sizeof *s->fwant);
+	s->wnext = xcalloc(d->nnames, sizeof *s->wnext);
+	for (i = 0; i < s->nfields; i++) {
+		s->fschema[i] = avro_schema_record_field_get_by_index(s->writer,
+		    (int)i);
+		s->fwant[i] = -1;
+	}
+	for (i = d->nnames; i-- > 0;) {
+		s->wnext[i] = -1;
+		if (s->wanted[i].index < 0)
+			continue;
+		s->wnext[i] = s->fwant[s->wanted[i].index];
+		s->fwant[s->wanted[i].index] = (int)i;
+	}
 	s->value_iface = avro_generic_class_from_schema(s->writer);
 	if (s->value_iface == NULL ||
 	    avro_generic_value_new(s->value_iface, &s->value) != 0) {
@@ -1205,6 +1234,148 @@ avro_setup_get(struct ingest_decoder *d, int32_t id, struct avro_setup **out)
 	return INGEST_OK;
 }
 
+/*
+ * One value of schema s at *p into r, reading the bytes directly; the
+ * strings are copied NUL-terminated to *sp.  Only what Avro C reads the
+ * same way for sure: anything else (a varint longer than its type, a
+ * boolean byte above 1, bytes, fixed, records, arrays and maps, whose
+ * reasons the generic path words) returns -1 and the caller takes the
+ * generic path, which then gives the same answer it always did.
+ */
+static int
+avro_fast_value(avro_schema_t s, const unsigned char **p,
+    const unsigned char *end, struct raw *r, char **sp, int depth)
+{
+	const unsigned char	*q = *p;
+	uint64_t		 u = 0;
+	int64_t			 n;
+	float			 f;
+	int			 shift, maxb;
+
+	switch (avro_typeof(s)) {
+	case AVRO_NULL:
+		r->kind = RAW_NULL;
+		return 0;
+	case AVRO_BOOLEAN:
+		if (q >= end || *q > 1)
+			return -1;
+		r->kind = RAW_BOOL;
+		r->i = *q;
+		*p = q + 1;
+		return 0;
+	case AVRO_FLOAT:
+		if (end - q < 4)
+			return -1;
+		memcpy(&f, q, 4);
+		r->kind = RAW_DOUBLE;
+		r->d = f;
+		*p = q + 4;
+		return 0;
+	case AVRO_DOUBLE:
+		if (end - q < 8)
+			return -1;
+		memcpy(&r->d, q, 8);
+		r->kind = RAW_DOUBLE;
+		*p = q + 8;
+		return 0;
+	case AVRO_INT32:
+	case AVRO_INT64:
+	case AVRO_STRING:
+	case AVRO_ENUM:
+	case AVRO_UNION:
+		break;
+	default:
+		return -1;
+	}
+	/* A zigzag varint: at most 4 bytes for int, 9 for the rest. */
+	maxb = avro_typeof(s) == AVRO_INT32 ? 4 : 9;
+	for (shift = 0;; shift += 7) {
+		if (q >= end || shift / 7 >= maxb)
+			return -1;
+		u |= (uint64_t)(*q & 0x7f) << shift;
+		if ((*q++ & 0x80) == 0)
+			break;
+	}
+	n = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+	switch (avro_typeof(s)) {
+	case AVRO_INT32:
+	case AVRO_INT64:
+		r->kind = RAW_INT;
+		r->i = n;
+		break;
+	case AVRO_STRING:
+		if (n < 0 || n > end - q)
+			return -1;
+		memcpy(*sp, q, (size_t)n);
+		(*sp)[n] = '\0';
+		r->kind = RAW_STRING;
+		r->s = *sp;
+		r->len = (size_t)n;
+		*sp += n + 1;
+		q += n;
+		break;
+	case AVRO_ENUM:
+		if (n < 0 || n >= avro_schema_enum_number_of_symbols(s))
+			return -1;
+		r->kind = RAW_STRING;
+		r->s = avro_schema_enum_get(s, (int)n);
+		r->len = strlen(r->s);
+		break;
+	default:	/* AVRO_UNION */
+		if (n < 0 || (uint64_t)n >= avro_schema_union_size(s) ||
+		    depth > DECODE_AVRO_MAX_DEPTH)
+			return -1;
+		*p = q;
+		return avro_fast_value(avro_schema_union_branch(s, (int)n), p,
+		    end, r, sp, depth + 1);
+	}
+	*p = q;
+	return 0;
+}
+
+/*
+ * Read the wanted fields of one datum straight from its bytes, skipping
+ * (and checking) the others with avro_check: no generic value, no
+ * allocation.  Returns 0, or -1 when the datum needs the generic path.
+ */
+static int
+avro_fast_read(struct ingest_decoder *d, struct avro_setup *s,
+    const unsigned char *q, const unsigned char *end)
+{
+	const char	*why;
+	char		*sp;
+	size_t		 i;
+	int		 w;
+
+	/* Strings take at most the datum's bytes plus a NUL each. */
+	d->scratch = xgrow(d->scratch, &d->scratchcap,
+	    (size_t)(end - q) + d->nnames + 1, 1);
+	sp = d->scratch;
+	for (i = 0; i < s->nfields; i++) {
+		if ((w = s->fwant[i]) < 0) {
+			if (avro_check(s->fschema[i], &q, end, 1, &why) == -1)
+				return -1;
+			continue;
+		}
+		if (avro_fast_value(s->fschema[i], &q, end, &d->raws[w], &sp,
+		    1) == -1)
+			return -1;
+		for (int k = s->wnext[w]; k >= 0; k = s->wnext[k])
+			d->raws[k] = d->raws[w];
+	}
+	if (q != end)
+		return -1;
+	for (i = 0; i < d->nnames; i++) {
+		if (s->wanted[i].index < 0)
+			json_to_raw(s->wanted[i].dflt, &d->raws[i]);
+		else if (s->wanted[i].to_double && d->raws[i].kind == RAW_INT) {
+			d->raws[i].kind = RAW_DOUBLE;
+			d->raws[i].d = (double)d->raws[i].i;
+		}
+	}
+	return 0;
+}
+
 static int
 decode_avro(struct ingest_decoder *d, const unsigned char *p, size_t len,
     int32_t *idp)
@@ -1230,6 +1401,8 @@ decode_avro(struct ingest_decoder *d, const unsigned char *p, size_t len,
 	}
 	if (s->error != NULL)
 		return decode_fail_text(d, s->error);
+	if (!d->generic_only && avro_fast_read(d, s, p + 5, p + len) == 0)
+		return INGEST_OK;
 
 	q = p + 5;
 	if (avro_check(s->writer, &q, p + len, 0, &why) == -1)
@@ -1353,6 +1526,12 @@ fail:
 		avro_schema_decref(rs);
 	ingest_decoder_free(d);
 	return NULL;
+}
+
+void
+ingest_decoder_set_generic(struct ingest_decoder *d, int on)
+{
+	d->generic_only = on;
 }
 
 void

@@ -183,6 +183,13 @@ struct ingest_decoder	*ingest_decoder_new(
 			    const struct ingest_decoder_config *cfg,
 			    char *err, size_t errlen);
 void			 ingest_decoder_free(struct ingest_decoder *d);
+/*
+ * Avro datums are read straight from their bytes when the fields the
+ * decoder wants are of plain types, else through Avro C's generic value
+ * layer.  on != 0: always the generic layer (tests compare the two).
+ */
+void			 ingest_decoder_set_generic(struct ingest_decoder *d,
+			    int on);
 
 /*
  * Decode one message.  Returns INGEST_OK with *out filled (valid until the

@@ -294,26 +294,6 @@ dead_letter(struct ingest *in, const rd_kafka_message_t *msg,
 /* ------------------------------------------------------------------ */
 /* Applying events. */
 
-/* Decimal text of v into dst (room bytes); its length, or -1 if it does not fit. */
-static int
-fmt_int(char *dst, size_t room, int64_t v)
-{
-	char		 tmp[24];
-	uint64_t	 u = v < 0 ? -(uint64_t)v : (uint64_t)v;
-	size_t		 n = sizeof tmp;
-
-	do {
-		tmp[--n] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u != 0);
-	if (v < 0)
-		tmp[--n] = '-';
-	if (sizeof tmp - n >= room)
-		return -1;
-	memcpy(dst, tmp + n, sizeof tmp - n);
-	return (int)(sizeof tmp - n);
-}
-
 /*
  * Render view v's key from the decoded fields; -1 when it cannot.  This
  * runs once or twice per event and view, hence no snprintf.
@@ -334,7 +314,7 @@ view_key(struct ingest *in, const struct ingest_view *v,
 			in->keybuf[n++] = '|';
 		}
 		if (x->type == AGG_INT) {
-			w = fmt_int(in->keybuf + n, sizeof in->keybuf - n,
+			w = util_fmt_i64(in->keybuf + n, sizeof in->keybuf - n - 1,
 			    x->u.i);
 			if (w < 0)
 				return -1;

@@ -8,12 +8,37 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <inttypes.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "common/util.h"
+
+/* util_fmt_i64 against printf, and its room check. */
+static void
+test_fmt_i64(void **state)
+{
+	static const int64_t	 v[] = { 0, 7, -1, 10, -10, 123456789,
+	    INT64_MAX, INT64_MIN, INT64_MIN + 1 };
+	char			 got[32], want[32];
+	int			 n;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+		memset(got, 'x', sizeof got);
+		n = util_fmt_i64(got, sizeof got, v[i]);
+		snprintf(want, sizeof want, "%" PRId64, v[i]);
+		assert_int_equal(n, (int)strlen(want));
+		assert_memory_equal(got, want, (size_t)n);
+		assert_int_equal(got[n], 'x');	/* no NUL written */
+		/* Exactly enough room fits; one byte less does not. */
+		assert_int_equal(util_fmt_i64(got, strlen(want), v[i]), n);
+		assert_int_equal(util_fmt_i64(got, strlen(want) - 1, v[i]), -1);
+	}
+}
 
 static void
 test_duration_good(void **state)
@@ -358,6 +383,7 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fmt_i64),
 		cmocka_unit_test(test_duration_good),
 		cmocka_unit_test(test_duration_bad),
 		cmocka_unit_test(test_rfc3339_good),
