@@ -100,6 +100,7 @@ struct store {
  */
 struct ckpt_entity {
 	uint32_t	 view;
+	uint32_t	 seq;		/* position before sorting */
 	const char	*key;
 	size_t		 keylen;
 	const uint8_t	*state;
@@ -1074,6 +1075,29 @@ store_ckpt_nentities(const struct store_ckpt *c)
 	return c->nents;
 }
 
+/*
+ * Entities in the entity table's key order (view, then key bytes), so a
+ * checkpoint walks the B-tree's leaves once from left to right instead
+ * of jumping to a random leaf per entity.  The same entity may be there
+ * twice (deleted by eviction, then new again): seq keeps their order.
+ */
+static int
+ckpt_entity_cmp(const void *a, const void *b)
+{
+	const struct ckpt_entity	*x = a, *y = b;
+	size_t				 n = x->keylen < y->keylen ?
+					    x->keylen : y->keylen;
+	int				 r;
+
+	if (x->view != y->view)
+		return x->view < y->view ? -1 : 1;
+	if ((r = memcmp(x->key, y->key, n)) != 0)
+		return r;
+	if (x->keylen != y->keylen)
+		return x->keylen < y->keylen ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
 static int
 store_ckpt_write(struct store *s, struct store_ckpt *c, char *err,
     size_t errlen)
@@ -1082,6 +1106,9 @@ store_ckpt_write(struct store *s, struct store_ckpt *c, char *err,
 	sqlite3_stmt	*ob = NULL;
 	uint64_t	 t0 = util_mono_ns();
 
+	for (size_t i = 0; i < c->nents; i++)
+		c->ents[i].seq = (uint32_t)i;
+	qsort(c->ents, c->nents, sizeof *c->ents, ckpt_entity_cmp);
 	if (store_exec(s->db, "BEGIN IMMEDIATE", err, errlen) != 0)
 		return -1;
 	if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO entity(view, key,"
