@@ -138,6 +138,12 @@ int		 agg_state_evict(const struct agg_plan *plan,
  */
 int		 agg_state_newest(const struct agg_state *st, int64_t *ts,
 		     int32_t *partition, int64_t *offset);
+/*
+ * A hint that st is about to get an event: prefetch the memory
+ * agg_state_add() reads first (each series' oldest and newest tile).
+ */
+void		 agg_state_prefetch(const struct agg_plan *plan,
+		     const struct agg_state *st);
 /* 1 when no tile and no last/last_n value is left (all evicted or none). */
 int		 agg_state_is_empty(const struct agg_plan *plan,
 		     const struct agg_state *st);

@@ -1634,6 +1634,20 @@ agg_state_newest(const struct agg_state *st, int64_t *ts, int32_t *partition,
 	return 0;
 }
 
+void
+agg_state_prefetch(const struct agg_plan *plan, const struct agg_state *st)
+{
+	for (size_t s = 0; s < plan->nseries; s++) {
+		const struct agg_series_state *ss = &st->series[s];
+
+		if (ss->ntiles == 0)
+			continue;
+		__builtin_prefetch(ss->tiles);
+		__builtin_prefetch(ss->tiles + (ss->ntiles - 1) *
+		    plan->tile_size, 1);
+	}
+}
+
 int
 agg_state_is_empty(const struct agg_plan *plan, const struct agg_state *st)
 {

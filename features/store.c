@@ -830,14 +830,56 @@ store_held_free(struct store_held *h, size_t n)
 	free(h);
 }
 
+uint64_t
+store_hash(const struct store *s, size_t view, const char *key, size_t keylen)
+{
+	return store_key_hash(s, view, key, keylen);
+}
+
+void
+store_prefetch(struct store *s, int shard, uint64_t hash, int stage)
+{
+	struct store_shard	 *sh = &s->shards[shard];
+	struct store_entity	**b = &sh->buckets[hash & (sh->nbuckets - 1)];
+
+	if (stage == 0) {
+		__builtin_prefetch(b);
+		return;
+	}
+	if (*b == NULL)
+		return;
+	switch (stage) {
+	case 1:
+		__builtin_prefetch(*b);
+		break;
+	case 2:
+		if ((*b)->hash == hash)
+			__builtin_prefetch((*b)->st);
+		break;
+	default:
+		if ((*b)->hash == hash)
+			agg_state_prefetch(s->views[(*b)->view].plan, (*b)->st);
+		break;
+	}
+}
+
 int
 store_apply(struct store *s, int shard, size_t view, const char *key,
     size_t keylen, int64_t ts, int32_t partition, int64_t offset,
     const struct agg_value *fields, char *err, size_t errlen)
 {
+	return store_apply_hashed(s, shard, view, key, keylen,
+	    store_key_hash(s, view, key, keylen), ts, partition, offset,
+	    fields, err, errlen);
+}
+
+int
+store_apply_hashed(struct store *s, int shard, size_t view, const char *key,
+    size_t keylen, uint64_t h, int64_t ts, int32_t partition, int64_t offset,
+    const struct agg_value *fields, char *err, size_t errlen)
+{
 	struct store_shard	*sh = &s->shards[shard];
 	const struct agg_plan	*plan = s->views[view].plan;
-	uint64_t		 h = store_key_hash(s, view, key, keylen);
 	struct store_entity	*e;
 	int			 rc;
 

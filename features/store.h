@@ -77,6 +77,25 @@ int		 store_apply(struct store *s, int shard, size_t view,
 		    const char *key, size_t keylen, int64_t ts,
 		    int32_t partition, int64_t offset,
 		    const struct agg_value *fields, char *err, size_t errlen);
+/*
+ * The same with the key's hash from store_hash() (computed once for the
+ * prefetch stages and the apply).
+ */
+int		 store_apply_hashed(struct store *s, int shard, size_t view,
+		    const char *key, size_t keylen, uint64_t hash, int64_t ts,
+		    int32_t partition, int64_t offset,
+		    const struct agg_value *fields, char *err, size_t errlen);
+uint64_t	 store_hash(const struct store *s, size_t view, const char *key,
+		    size_t keylen);
+/*
+ * Prefetch hints for an apply a few events ahead, on the shard's writer
+ * thread: the entity table is a chain of dependent cache misses (bucket,
+ * entity, state, tiles), so stage 0 touches the bucket, stage 1 the
+ * entity in it, stage 2 the state, stage 3 its tiles; each stage reads
+ * only what the one before brought in.  Changes nothing.
+ */
+void		 store_prefetch(struct store *s, int shard, uint64_t hash,
+		    int stage);
 /* agg_check_event() of the view's plan: 0, or -1 with a message. Any thread. */
 int		 store_check(struct store *s, size_t view,
 		    const struct agg_value *fields, char *err, size_t errlen);

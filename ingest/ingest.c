@@ -48,6 +48,7 @@
 #define INGEST_SHARD_THREADS	2	/* default number of shard threads */
 #define INGEST_DLQ_FLUSH_MS	2000	/* one dead-letter flush attempt */
 #define INGEST_STOP_BUDGET_MS	4000	/* default opt.stop_budget_ms */
+#define INGEST_PREFETCH_STAGES	4	/* store_prefetch() stages ahead */
 
 /* One view fed by a source: where its key parts are in the source's fields. */
 struct ingest_view {
@@ -615,20 +616,53 @@ shard_apply_batch(struct ingest_shard *t, struct shard_batch *b)
 	struct ingest	*in = t->in;
 	int64_t		 now = util_now_ms();
 	char		 err[256];
+	uint64_t	 hash[INGEST_PREFETCH_STAGES + 1];
 
+	/*
+	 * A software pipeline over the entity table's dependent misses:
+	 * while event i is applied, event i + 1 gets its tiles prefetched,
+	 * i + 2 its state, i + 3 its entity and i + 4 its bucket (hashes in
+	 * a ring of the next stages' events).
+	 */
+	for (size_t j = 0; j < INGEST_PREFETCH_STAGES && j < b->n; j++) {
+		struct shard_item *it = &b->items[j];
+
+		hash[j] = store_hash(in->store, it->view,
+		    (const char *)b->arena + it->key, it->keylen);
+		for (size_t st = 0; st < INGEST_PREFETCH_STAGES - j; st++)
+			store_prefetch(in->store, it->shard, hash[j], (int)st);
+	}
 	for (size_t i = 0; i < b->n; i++) {
 		struct shard_item	*it = &b->items[i];
 		struct agg_value	*vals = (struct agg_value *)(void *)
 					    (b->arena + it->vals);
 		size_t			 nf = in->sources[it->source].src->nfields;
+		uint64_t		 h = hash[i % (INGEST_PREFETCH_STAGES + 1)];
 		int			 rc;
 
+		if (i + INGEST_PREFETCH_STAGES < b->n) {
+			struct shard_item *ahead =
+			    &b->items[i + INGEST_PREFETCH_STAGES];
+
+			hash[(i + INGEST_PREFETCH_STAGES) %
+			    (INGEST_PREFETCH_STAGES + 1)] = store_hash(in->store,
+			    ahead->view, (const char *)b->arena + ahead->key,
+			    ahead->keylen);
+		}
+		for (size_t st = 0; st < INGEST_PREFETCH_STAGES; st++) {
+			size_t a = i + INGEST_PREFETCH_STAGES - st;
+
+			if (a < b->n && a > i)
+				store_prefetch(in->store, b->items[a].shard,
+				    hash[a % (INGEST_PREFETCH_STAGES + 1)],
+				    (int)st);
+		}
 		for (size_t f = 0; f < nf; f++)
 			if (vals[f].type == AGG_STRING)
 				vals[f].u.s.ptr = (const char *)b->arena +
 				    (uintptr_t)vals[f].u.s.ptr;
-		rc = store_apply(in->store, it->shard, it->view,
-		    (const char *)b->arena + it->key, it->keylen, it->ts,
+		rc = store_apply_hashed(in->store, it->shard, it->view,
+		    (const char *)b->arena + it->key, it->keylen, h, it->ts,
 		    it->partition, it->offset, vals, err, sizeof err);
 		if (rc == AGG_ADD_OK) {
 			t->nok[it->source]++;

@@ -36,12 +36,31 @@ enum {
 	TAG_STRING,
 };
 
+/*
+ * A batch is cut into outbox rows of at most OFFLINE_ROW_EVENTS events:
+ * the shipper moves a row in one backend transaction, and a row of a
+ * whole busy checkpoint (a million events) made that one transaction
+ * grow the backend's log past its cache, several times slower per event.
+ */
+#define OFFLINE_ROW_EVENTS	50000
+
+/* A finished row waiting for the checkpoint. */
+struct batch_row {
+	void		*blob;
+	size_t		 len;
+	size_t		 nevents;
+	int64_t		 first_ms;
+};
+
 struct offline_batch {
 	const struct repo_source	**srcs;	/* the dictionary */
 	size_t				  nsrcs, srccap;
 	struct agg_buf			  body;
 	size_t				  nevents;
 	int64_t				  first_ms;
+	struct batch_row		 *rows;	/* sealed, oldest first */
+	size_t				  nrows, rowcap;
+	size_t				  nsealed;	/* their events */
 };
 
 struct offline_batch *
@@ -56,6 +75,9 @@ offline_batch_free(struct offline_batch *b)
 	if (b == NULL)
 		return;
 	agg_buf_free(&b->body);
+	for (size_t i = 0; i < b->nrows; i++)
+		free(b->rows[i].blob);
+	free(b->rows);
 	free(b->srcs);
 	free(b);
 }
@@ -76,6 +98,44 @@ put_str(struct agg_buf *o, const char *s, size_t len)
 {
 	agg_buf_put_varint(o, len);
 	agg_buf_put(o, s, len);
+}
+
+/* The current events as one self-contained row (dictionary first). */
+static void
+batch_seal(struct offline_batch *b)
+{
+	struct agg_buf	 out = { 0 };
+	struct batch_row *r;
+	uint8_t		 type;
+
+	if (b->nevents == 0)
+		return;
+	agg_buf_put(&out, OFFLINE_BATCH_MAGIC, 4);
+	agg_buf_put_varint(&out, b->nsrcs);
+	for (size_t i = 0; i < b->nsrcs; i++) {
+		const struct repo_source *s = b->srcs[i];
+
+		put_str(&out, s->name, strlen(s->name));
+		agg_buf_put_varint(&out, s->nfields);
+		for (size_t f = 0; f < s->nfields; f++) {
+			put_str(&out, s->fields[f].name,
+			    strlen(s->fields[f].name));
+			type = (uint8_t)s->fields[f].type;
+			agg_buf_put(&out, &type, 1);
+		}
+	}
+	agg_buf_put_varint(&out, b->nevents);
+	agg_buf_put(&out, b->body.data, b->body.len);
+	b->rows = xgrow(b->rows, &b->rowcap, b->nrows + 1, sizeof *b->rows);
+	r = &b->rows[b->nrows++];
+	r->blob = out.data;
+	r->len = out.len;
+	r->nevents = b->nevents;
+	r->first_ms = b->first_ms;
+	b->nsealed += b->nevents;
+	b->body.len = 0;
+	b->nevents = 0;
+	b->nsrcs = 0;
 }
 
 void
@@ -121,44 +181,28 @@ offline_batch_add(struct offline_batch *b, const struct repo_source *src,
 			break;
 		}
 	}
-	b->nevents++;
+	if (++b->nevents >= OFFLINE_ROW_EVENTS)
+		batch_seal(b);
 }
 
 size_t
 offline_batch_count(const struct offline_batch *b)
 {
-	return b->nevents;
+	return b->nsealed + b->nevents;
 }
 
 size_t
 offline_batch_flush(struct offline_batch *b, struct store_ckpt *c)
 {
-	struct agg_buf	 out = { 0 };
-	size_t		 n = b->nevents;
-	uint8_t		 type;
+	size_t	n;
 
-	if (n == 0)
-		return 0;
-	agg_buf_put(&out, OFFLINE_BATCH_MAGIC, 4);
-	agg_buf_put_varint(&out, b->nsrcs);
-	for (size_t i = 0; i < b->nsrcs; i++) {
-		const struct repo_source *s = b->srcs[i];
-
-		put_str(&out, s->name, strlen(s->name));
-		agg_buf_put_varint(&out, s->nfields);
-		for (size_t f = 0; f < s->nfields; f++) {
-			put_str(&out, s->fields[f].name,
-			    strlen(s->fields[f].name));
-			type = (uint8_t)s->fields[f].type;
-			agg_buf_put(&out, &type, 1);
-		}
-	}
-	agg_buf_put_varint(&out, n);
-	agg_buf_put(&out, b->body.data, b->body.len);
-	store_ckpt_outbox(c, out.data, out.len, n, b->first_ms);
-	b->body.len = 0;
-	b->nevents = 0;
-	b->nsrcs = 0;
+	batch_seal(b);
+	n = b->nsealed;
+	for (size_t i = 0; i < b->nrows; i++)
+		store_ckpt_outbox(c, b->rows[i].blob, b->rows[i].len,
+		    b->rows[i].nevents, b->rows[i].first_ms);
+	b->nrows = 0;
+	b->nsealed = 0;
 	return n;
 }
 

@@ -32,7 +32,7 @@
 #include "features/store.h"
 #include "offline/offline-internal.h"
 
-#define OFFLINE_SHIP_EVENTS	50000	/* events per backend transaction */
+#define OFFLINE_SHIP_EVENTS	500000	/* events per backend transaction */
 #define OFFLINE_IDLE_MS		200	/* poll of an empty outbox */
 #define OFFLINE_BACKOFF_MIN_MS	500
 #define OFFLINE_BACKOFF_MAX_MS	5000

@@ -51,8 +51,9 @@ void			 offline_batch_add(struct offline_batch *b,
 /* Number of events appended since the last flush. */
 size_t			 offline_batch_count(const struct offline_batch *b);
 /*
- * Move the batch into checkpoint c as one outbox row (nothing when
- * empty) and start a new one.  Returns the number of events moved.
+ * Move the batch into checkpoint c as outbox rows of at most 50,000
+ * events each (nothing when empty) and start a new one.  Returns the
+ * number of events moved.
  */
 size_t			 offline_batch_flush(struct offline_batch *b,
 			    struct store_ckpt *c);
