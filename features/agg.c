@@ -1437,7 +1437,15 @@ series_tile(const struct agg_plan *plan, struct agg_series_state *ss,
 		if (pos < ss->ntiles && tile_at(plan, ss, pos)->k == k)
 			return ss->tiles + pos * ts;
 	}
-	ss->tiles = xgrow(ss->tiles, &ss->cap, ss->ntiles + 1, ts);
+	/*
+	 * Doubling from 1, not xgrow's 4: most entities hold a tile or two
+	 * per series, and 4 tiles of room cost a sparse entity more than
+	 * its data (1M entities of 3 events: RSS about 2x the state).
+	 */
+	if (ss->ntiles == ss->cap) {
+		ss->cap = ss->cap ? ss->cap * 2 : 1;
+		ss->tiles = xrealloc(ss->tiles, ss->cap * ts);
+	}
 	memmove(ss->tiles + (pos + 1) * ts, ss->tiles + pos * ts,
 	    (ss->ntiles - pos) * ts);
 	memset(ss->tiles + pos * ts, 0, ts);
