@@ -22,6 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
 
 #include "common/config.h"
 #include "common/log.h"
@@ -37,6 +41,7 @@
 #define OFFLINE_BACKOFF_MIN_MS	500
 #define OFFLINE_BACKOFF_MAX_MS	5000
 #define OFFLINE_WARN_EVERY_MS	30000	/* rate of the backlog warning */
+#define OFFLINE_SHIP_NICE	10	/* the shipper's nice, above the daemon's */
 
 struct offline {
 	const struct config			*cfg;
@@ -483,6 +488,17 @@ offline_main(void *arg)
 	int		 rc, stopping = 0;
 
 	pthread_setname_np(pthread_self(), "offline-ship");
+	/*
+	 * Ingest drives freshness; the offline copy is behind it anyway
+	 * (its outbox is durable, on local disk).  Under a burst the
+	 * shipper yields the CPU to ingest and catches up after, as
+	 * RocksDB's compaction threads do; idle CPU it still gets in full.
+	 */
+	errno = 0;
+	rc = getpriority(PRIO_PROCESS, 0);
+	if (errno == 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid),
+	    rc + OFFLINE_SHIP_NICE) != 0)
+		log_debug("offline", "shipper priority: %s", strerror(errno));
 	for (;;) {
 		rc = offline_ship_once(o, err, sizeof err);
 		offline_update_pending(o);
