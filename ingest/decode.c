@@ -118,12 +118,12 @@ struct avro_setup {
 	struct avro_wanted	*wanted;
 	int64_t			 ts_scale;	/* 1, or 1000 for micros, ... */
 	/*
-	 * The direct reader (avro_fast_read): per writer field its schema
-	 * and the first wanted name it feeds (-1: skipped), per wanted name
+	 * The direct reader (plan_fast_read): its plan, per writer field
+	 * the first wanted name it feeds (-1: skipped), per wanted name
 	 * the next one fed by the same field (aliases).
 	 */
 	size_t			 nfields;
-	avro_schema_t		*fschema;
+	struct avro_plan	*plan;		/* NULL: generic path only */
 	int			*fwant;
 	int			*wnext;
 };
@@ -305,9 +305,49 @@ raw_what(const struct raw *r)
 static void
 key_append(struct ingest_decoder *d, size_t *len, const char *s, size_t n)
 {
-	d->keybuf = xgrow(d->keybuf, &d->keycap, *len + n + 2, 1);
+	if (d->keycap < *len + n + 2)
+		d->keybuf = xgrow(d->keybuf, &d->keycap, *len + n + 2, 1);
 	memcpy(d->keybuf + *len, s, n);
 	*len += n;
+}
+
+/*
+ * Append v in decimal, as util_fmt_i64 writes it, two digits a step
+ * straight into the key: integer keys are the common case, and the digit
+ * loop was a quarter of an Avro decode.
+ */
+static void
+key_append_i64(struct ingest_decoder *d, size_t *len, int64_t v)
+{
+	static const char	digits[] =
+	    "00010203040506070809101112131415161718192021222324"
+	    "25262728293031323334353637383940414243444546474849"
+	    "50515253545556575859606162636465666768697071727374"
+	    "75767778798081828384858687888990919293949596979899";
+	uint64_t		u = v < 0 ? -(uint64_t)v : (uint64_t)v, t;
+	size_t			n = 1;
+	char			*p;
+
+	for (t = u; t >= 10 && n < 20; n++)
+		t /= 10;
+	if (v < 0)
+		n++;
+	if (d->keycap < *len + n + 2)
+		d->keybuf = xgrow(d->keybuf, &d->keycap, *len + n + 2, 1);
+	p = d->keybuf + *len + n;
+	*len += n;
+	while (u >= 100) {
+		p -= 2;
+		memcpy(p, digits + (u % 100) * 2, 2);
+		u /= 100;
+	}
+	if (u >= 10) {
+		p -= 2;
+		memcpy(p, digits + u * 2, 2);
+	} else
+		*--p = (char)('0' + u);
+	if (v < 0)
+		*--p = '-';
 }
 
 /* Judge the raws and fill out. */
@@ -317,9 +357,7 @@ decode_finish(struct ingest_decoder *d, int64_t ts_scale,
 {
 	const struct raw	*r;
 	const char		*name;
-	char			 num[32];
 	size_t			 i, len = 0;
-	int			 n;
 
 	for (i = 0; i < d->nkeys; i++) {
 		r = &d->raws[i];
@@ -330,8 +368,7 @@ decode_finish(struct ingest_decoder *d, int64_t ts_scale,
 		case RAW_ABSENT:
 			return decode_fail(d, INGEST_R_MISSING_KEY, "%s", name);
 		case RAW_INT:
-			n = util_fmt_i64(num, sizeof num, r->i);
-			key_append(d, &len, num, (size_t)n);
+			key_append_i64(d, &len, r->i);
 			break;
 		case RAW_STRING:
 			if (r->len == 0)
@@ -358,7 +395,8 @@ decode_finish(struct ingest_decoder *d, int64_t ts_scale,
 	case RAW_NULL:
 		return decode_fail(d, INGEST_R_MISSING_TIMESTAMP, "%s", name);
 	case RAW_INT:
-		out->ts_ms = util_floordiv(r->i, ts_scale);
+		out->ts_ms = ts_scale == 1 ? r->i :
+		    util_floordiv(r->i, ts_scale);
 		break;
 	case RAW_STRING:
 		if (strlen(r->s) != r->len ||
@@ -995,6 +1033,379 @@ truncated:
 	return -1;
 }
 
+/*
+ * The direct reader's plan: the writer schema compiled once per setup
+ * into a flat array of nodes, so a datum is walked without asking Avro C
+ * anything (its schema getters look names and indexes up in hash tables).
+ * Children of a record or union, in order, are a run of kids[]; the
+ * symbols of an enum a run of syms[].  A schema the plan cannot express
+ * (a recursive one, through a named reference, or one nested deeper than
+ * PLAN_MAX_DEPTH) gets no plan and goes through the generic layer.
+ */
+#define PLAN_MAX_DEPTH	32	/* well under DECODE_AVRO_MAX_DEPTH */
+
+enum plan_op {
+	P_NULL, P_BOOL, P_INT, P_LONG, P_FLOAT, P_DOUBLE, P_STRING, P_BYTES,
+	P_FIXED, P_ENUM, P_UNION, P_RECORD, P_ARRAY, P_MAP,
+};
+
+struct plan_node {
+	enum plan_op	 op;
+	uint32_t	 n;	/* FIXED size; ENUM, UNION, RECORD count */
+	uint32_t	 first;	/* in kids (UNION, RECORD; ARRAY, MAP: the
+				   item's node) or syms (ENUM) */
+};
+
+struct plan_sym {
+	const char	*s;	/* owned by the writer schema */
+	size_t		 len;
+};
+
+struct avro_plan {
+	struct plan_node	*nodes;
+	size_t			 nnodes, cnodes;
+	uint32_t		*kids;
+	size_t			 nkids, ckids;
+	struct plan_sym		*syms;
+	size_t			 nsyms, csyms;
+	uint32_t		*field;	/* per writer field: its node */
+	struct raw		*dflt;	/* per wanted name: the default */
+	size_t			*todouble;	/* wanted names read as double */
+	size_t			 ntodouble;
+};
+
+static void
+plan_free(struct avro_plan *p)
+{
+	if (p == NULL)
+		return;
+	free(p->nodes);
+	free(p->kids);
+	free(p->syms);
+	free(p->field);
+	free(p->dflt);
+	free(p->todouble);
+	free(p);
+}
+
+/* Compile schema s; returns its node index or -1 (no plan for it). */
+static int64_t
+plan_compile(struct avro_plan *p, avro_schema_t s, int depth)
+{
+	static const struct {
+		avro_type_t	type;
+		enum plan_op	op;
+	} prims[] = {
+		{ AVRO_NULL, P_NULL }, { AVRO_BOOLEAN, P_BOOL },
+		{ AVRO_INT32, P_INT }, { AVRO_INT64, P_LONG },
+		{ AVRO_FLOAT, P_FLOAT }, { AVRO_DOUBLE, P_DOUBLE },
+		{ AVRO_STRING, P_STRING }, { AVRO_BYTES, P_BYTES },
+	};
+	struct plan_node	 node = { P_NULL, 0, 0 };
+	uint32_t		*tmp = NULL;
+	size_t			 i, n = 0, idx;
+	int64_t			 k;
+
+	if (depth > PLAN_MAX_DEPTH)
+		return -1;
+	for (i = 0; i < sizeof prims / sizeof prims[0]; i++)
+		if (avro_typeof(s) == prims[i].type) {
+			node.op = prims[i].op;
+			goto add;
+		}
+	switch (avro_typeof(s)) {
+	case AVRO_FIXED:
+		node.op = P_FIXED;
+		node.n = (uint32_t)avro_schema_fixed_size(s);
+		break;
+	case AVRO_ENUM:
+		node.op = P_ENUM;
+		node.n = (uint32_t)avro_schema_enum_number_of_symbols(s);
+		node.first = (uint32_t)p->nsyms;
+		p->syms = xgrow(p->syms, &p->csyms, p->nsyms + node.n,
+		    sizeof *p->syms);
+		for (i = 0; i < node.n; i++) {
+			p->syms[p->nsyms].s = avro_schema_enum_get(s, (int)i);
+			p->syms[p->nsyms].len = strlen(p->syms[p->nsyms].s);
+			p->nsyms++;
+		}
+		break;
+	case AVRO_UNION:
+	case AVRO_RECORD:
+		node.op = avro_typeof(s) == AVRO_UNION ? P_UNION : P_RECORD;
+		n = avro_typeof(s) == AVRO_UNION ? avro_schema_union_size(s) :
+		    avro_schema_record_size(s);
+		tmp = xcalloc(n + 1, sizeof *tmp);
+		for (i = 0; i < n; i++) {
+			k = plan_compile(p, node.op == P_UNION ?
+			    avro_schema_union_branch(s, (int)i) :
+			    avro_schema_record_field_get_by_index(s, (int)i),
+			    depth + 1);
+			if (k < 0)
+				goto fail;
+			tmp[i] = (uint32_t)k;
+		}
+		node.n = (uint32_t)n;
+		node.first = (uint32_t)p->nkids;
+		p->kids = xgrow(p->kids, &p->ckids, p->nkids + n + 1,
+		    sizeof *p->kids);
+		memcpy(p->kids + p->nkids, tmp, n * sizeof *tmp);
+		p->nkids += n;
+		free(tmp);
+		break;
+	case AVRO_ARRAY:
+	case AVRO_MAP:
+		node.op = avro_typeof(s) == AVRO_ARRAY ? P_ARRAY : P_MAP;
+		k = plan_compile(p, node.op == P_ARRAY ?
+		    avro_schema_array_items(s) : avro_schema_map_values(s),
+		    depth + 1);
+		if (k < 0)
+			return -1;
+		node.first = (uint32_t)k;
+		break;
+	default:	/* AVRO_LINK: a recursive schema */
+		return -1;
+	}
+add:
+	idx = p->nnodes;
+	p->nodes = xgrow(p->nodes, &p->cnodes, p->nnodes + 1,
+	    sizeof *p->nodes);
+	p->nodes[p->nnodes++] = node;
+	return (int64_t)idx;
+fail:
+	free(tmp);
+	return -1;
+}
+
+/*
+ * A zigzag varint of at most maxb bytes whose last byte is at most
+ * lastmax, as Avro C reads it for sure (longer ones, or bits past the
+ * type's width, are the generic layer's business).  -1 otherwise.
+ */
+static inline int
+plan_varint(const unsigned char **pp, const unsigned char *end, int maxb,
+    unsigned lastmax, int64_t *out)
+{
+	const unsigned char	*q = *pp;
+	uint64_t		 u;
+	int			 i;
+
+	if (q < end && *q < 0x80) {	/* the common one-byte case */
+		u = *q;
+		*pp = q + 1;
+		*out = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+		return 0;
+	}
+	u = 0;
+	for (i = 0; i < maxb; i++) {
+		if (q >= end)
+			return -1;
+		u |= (uint64_t)(*q & 0x7f) << (7 * i);
+		if ((*q++ & 0x80) == 0) {
+			if (i == maxb - 1 && q[-1] > lastmax)
+				return -1;
+			*pp = q;
+			*out = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+#define PLAN_LONG(pp, end, out)	plan_varint(pp, end, 10, 1, out)
+#define PLAN_INT(pp, end, out)	plan_varint(pp, end, 5, 0x0f, out)
+
+/*
+ * Walk past one datum of node k, as strictly as avro_check: every length
+ * and count must fit in what is left, branches and symbols must exist.
+ */
+static int
+plan_skip(const struct avro_plan *p, uint32_t k, const unsigned char **pp,
+    const unsigned char *end)
+{
+	const struct plan_node	*nd = &p->nodes[k];
+	int64_t			 n = 0, items, bytes;
+	uint32_t		 i;
+
+	switch (nd->op) {
+	case P_NULL:
+		return 0;
+	case P_BOOL:
+		n = 1;
+		break;
+	case P_FLOAT:
+		n = 4;
+		break;
+	case P_DOUBLE:
+		n = 8;
+		break;
+	case P_FIXED:
+		n = nd->n;
+		break;
+	case P_INT:
+		return PLAN_INT(pp, end, &n);
+	case P_LONG:
+		return PLAN_LONG(pp, end, &n);
+	case P_STRING:
+	case P_BYTES:
+		if (PLAN_LONG(pp, end, &n) == -1 || n < 0)
+			return -1;
+		break;
+	case P_ENUM:
+		if (PLAN_LONG(pp, end, &n) == -1 || n < 0 || n >= nd->n)
+			return -1;
+		return 0;
+	case P_UNION:
+		if (PLAN_LONG(pp, end, &n) == -1 || n < 0 || n >= nd->n)
+			return -1;
+		return plan_skip(p, p->kids[nd->first + (uint32_t)n], pp, end);
+	case P_RECORD:
+		for (i = 0; i < nd->n; i++)
+			if (plan_skip(p, p->kids[nd->first + i], pp, end) == -1)
+				return -1;
+		return 0;
+	case P_ARRAY:
+	case P_MAP:
+		for (;;) {
+			if (PLAN_LONG(pp, end, &items) == -1)
+				return -1;
+			if (items == 0)
+				return 0;
+			if (items < 0) {
+				if (items == INT64_MIN ||
+				    PLAN_LONG(pp, end, &bytes) == -1)
+					return -1;
+				items = -items;
+			}
+			if (items > end - *pp + 1)
+				return -1;
+			for (; items > 0; items--) {
+				if (nd->op == P_MAP && (PLAN_LONG(pp, end,
+				    &n) == -1 || n < 0 || n > end - *pp))
+					return -1;
+				if (nd->op == P_MAP)
+					*pp += n;
+				if (plan_skip(p, nd->first, pp, end) == -1)
+					return -1;
+			}
+		}
+	}
+	if (n > end - *pp)
+		return -1;
+	*pp += n;
+	return 0;
+}
+
+/*
+ * Read one wanted datum of node k into r; strings are copied NUL-terminated
+ * to *sp.  Types no feature reads (bytes, fixed, records, arrays, maps)
+ * and a boolean byte above 1 return -1: the generic layer words those.
+ */
+static inline int
+plan_read(const struct avro_plan *p, uint32_t k, const unsigned char **pp,
+    const unsigned char *end, struct raw *r, char **sp)
+{
+	const struct plan_node	*nd;
+	const unsigned char	*q;
+	int64_t			 n;
+	float			 f;
+
+again:
+	nd = &p->nodes[k];
+	q = *pp;
+	switch (nd->op) {
+	case P_NULL:
+		r->kind = RAW_NULL;
+		return 0;
+	case P_BOOL:
+		if (q >= end || *q > 1)
+			return -1;
+		r->kind = RAW_BOOL;
+		r->i = *q;
+		*pp = q + 1;
+		return 0;
+	case P_INT:
+		if (PLAN_INT(pp, end, &r->i) == -1)
+			return -1;
+		r->kind = RAW_INT;
+		return 0;
+	case P_LONG:
+		if (PLAN_LONG(pp, end, &r->i) == -1)
+			return -1;
+		r->kind = RAW_INT;
+		return 0;
+	case P_FLOAT:
+		if (end - q < 4)
+			return -1;
+		memcpy(&f, q, 4);
+		r->kind = RAW_DOUBLE;
+		r->d = f;
+		*pp = q + 4;
+		return 0;
+	case P_DOUBLE:
+		if (end - q < 8)
+			return -1;
+		memcpy(&r->d, q, 8);
+		r->kind = RAW_DOUBLE;
+		*pp = q + 8;
+		return 0;
+	case P_STRING:
+		if (PLAN_LONG(pp, end, &n) == -1 || n < 0 || n > end - *pp)
+			return -1;
+		memcpy(*sp, *pp, (size_t)n);
+		(*sp)[n] = '\0';
+		r->kind = RAW_STRING;
+		r->s = *sp;
+		r->len = (size_t)n;
+		*sp += n + 1;
+		*pp += n;
+		return 0;
+	case P_ENUM:
+		if (PLAN_LONG(pp, end, &n) == -1 || n < 0 || n >= nd->n)
+			return -1;
+		r->kind = RAW_STRING;
+		r->s = p->syms[nd->first + (uint32_t)n].s;
+		r->len = p->syms[nd->first + (uint32_t)n].len;
+		return 0;
+	case P_UNION:
+		if (PLAN_LONG(pp, end, &n) == -1 || n < 0 || n >= nd->n)
+			return -1;
+		k = p->kids[nd->first + (uint32_t)n];
+		goto again;
+	default:
+		return -1;
+	}
+}
+
+/* The plan of setup s's writer schema, or NULL when it cannot have one. */
+static struct avro_plan *
+plan_new(struct ingest_decoder *d, struct avro_setup *s)
+{
+	struct avro_plan	*p = xcalloc(1, sizeof *p);
+	int64_t			 k;
+	size_t			 i;
+
+	p->field = xcalloc(s->nfields + 1, sizeof *p->field);
+	for (i = 0; i < s->nfields; i++) {
+		k = plan_compile(p, avro_schema_record_field_get_by_index(
+		    s->writer, (int)i), 1);
+		if (k < 0) {
+			plan_free(p);
+			return NULL;
+		}
+		p->field[i] = (uint32_t)k;
+	}
+	p->dflt = xcalloc(d->nnames, sizeof *p->dflt);
+	p->todouble = xcalloc(d->nnames, sizeof *p->todouble);
+	for (i = 0; i < d->nnames; i++) {
+		if (s->wanted[i].index < 0)
+			json_to_raw(s->wanted[i].dflt, &p->dflt[i]);
+		else if (s->wanted[i].to_double)
+			p->todouble[p->ntodouble++] = i;
+	}
+	return p;
+}
+
 static void
 avro_setup_free(struct avro_setup *s)
 {
@@ -1007,7 +1418,7 @@ avro_setup_free(struct avro_setup *s)
 	if (s->writer != NULL)
 		avro_schema_decref(s->writer);
 	json_decref(s->writer_json);
-	free(s->fschema);
+	plan_free(s->plan);
 	free(s->fwant);
 	free(s->wnext);
 	free(s->wanted);
@@ -1180,14 +1591,11 @@ avro_setup_new(struct ingest_decoder *d, int32_t id, const char *text)
 		s->wanted[i].index = wi;
 	}
 	s->nfields = avro_schema_record_size(s->writer);
-	s->fschema = xcalloc(s->nfields + 1, sizeof *s->fschema);
 	s->fwant = xcalloc(s->nfields + 1, sizeof *s->fwant);
 	s->wnext = xcalloc(d->nnames, sizeof *s->wnext);
-	for (i = 0; i < s->nfields; i++) {
-		s->fschema[i] = avro_schema_record_field_get_by_index(s->writer,
-		    (int)i);
+	for (i = 0; i < s->nfields; i++)
 		s->fwant[i] = -1;
-	}
+	s->plan = plan_new(d, s);
 	for (i = d->nnames; i-- > 0;) {
 		s->wnext[i] = -1;
 		if (s->wanted[i].index < 0)
@@ -1234,143 +1642,49 @@ avro_setup_get(struct ingest_decoder *d, int32_t id, struct avro_setup **out)
 	return INGEST_OK;
 }
 
-/*
- * One value of schema s at *p into r, reading the bytes directly; the
- * strings are copied NUL-terminated to *sp.  Only what Avro C reads the
- * same way for sure: anything else (a varint longer than its type, a
- * boolean byte above 1, bytes, fixed, records, arrays and maps, whose
- * reasons the generic path words) returns -1 and the caller takes the
- * generic path, which then gives the same answer it always did.
- */
-static int
-avro_fast_value(avro_schema_t s, const unsigned char **p,
-    const unsigned char *end, struct raw *r, char **sp, int depth)
-{
-	const unsigned char	*q = *p;
-	uint64_t		 u = 0;
-	int64_t			 n;
-	float			 f;
-	int			 shift, maxb;
-
-	switch (avro_typeof(s)) {
-	case AVRO_NULL:
-		r->kind = RAW_NULL;
-		return 0;
-	case AVRO_BOOLEAN:
-		if (q >= end || *q > 1)
-			return -1;
-		r->kind = RAW_BOOL;
-		r->i = *q;
-		*p = q + 1;
-		return 0;
-	case AVRO_FLOAT:
-		if (end - q < 4)
-			return -1;
-		memcpy(&f, q, 4);
-		r->kind = RAW_DOUBLE;
-		r->d = f;
-		*p = q + 4;
-		return 0;
-	case AVRO_DOUBLE:
-		if (end - q < 8)
-			return -1;
-		memcpy(&r->d, q, 8);
-		r->kind = RAW_DOUBLE;
-		*p = q + 8;
-		return 0;
-	case AVRO_INT32:
-	case AVRO_INT64:
-	case AVRO_STRING:
-	case AVRO_ENUM:
-	case AVRO_UNION:
-		break;
-	default:
-		return -1;
-	}
-	/* A zigzag varint: at most 4 bytes for int, 9 for the rest. */
-	maxb = avro_typeof(s) == AVRO_INT32 ? 4 : 9;
-	for (shift = 0;; shift += 7) {
-		if (q >= end || shift / 7 >= maxb)
-			return -1;
-		u |= (uint64_t)(*q & 0x7f) << shift;
-		if ((*q++ & 0x80) == 0)
-			break;
-	}
-	n = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
-	switch (avro_typeof(s)) {
-	case AVRO_INT32:
-	case AVRO_INT64:
-		r->kind = RAW_INT;
-		r->i = n;
-		break;
-	case AVRO_STRING:
-		if (n < 0 || n > end - q)
-			return -1;
-		memcpy(*sp, q, (size_t)n);
-		(*sp)[n] = '\0';
-		r->kind = RAW_STRING;
-		r->s = *sp;
-		r->len = (size_t)n;
-		*sp += n + 1;
-		q += n;
-		break;
-	case AVRO_ENUM:
-		if (n < 0 || n >= avro_schema_enum_number_of_symbols(s))
-			return -1;
-		r->kind = RAW_STRING;
-		r->s = avro_schema_enum_get(s, (int)n);
-		r->len = strlen(r->s);
-		break;
-	default:	/* AVRO_UNION */
-		if (n < 0 || (uint64_t)n >= avro_schema_union_size(s) ||
-		    depth > DECODE_AVRO_MAX_DEPTH)
-			return -1;
-		*p = q;
-		return avro_fast_value(avro_schema_union_branch(s, (int)n), p,
-		    end, r, sp, depth + 1);
-	}
-	*p = q;
-	return 0;
-}
 
 /*
- * Read the wanted fields of one datum straight from its bytes, skipping
- * (and checking) the others with avro_check: no generic value, no
- * allocation.  Returns 0, or -1 when the datum needs the generic path.
+ * Read the wanted fields of one datum straight from its bytes with the
+ * setup's plan, walking past (and checking) the others: no Avro C call, no
+ * allocation.  Returns 0, or -1 when the datum needs the generic path
+ * (which then gives the reason, or the same event).
  */
 static int
-avro_fast_read(struct ingest_decoder *d, struct avro_setup *s,
+plan_fast_read(struct ingest_decoder *d, struct avro_setup *s,
     const unsigned char *q, const unsigned char *end)
 {
-	const char	*why;
-	char		*sp;
-	size_t		 i;
-	int		 w;
+	const struct avro_plan	*p = s->plan;
+	char			*sp;
+	size_t			 i;
+	int			 w;
 
 	/* Strings take at most the datum's bytes plus a NUL each. */
-	d->scratch = xgrow(d->scratch, &d->scratchcap,
-	    (size_t)(end - q) + d->nnames + 1, 1);
+	if (d->scratchcap < (size_t)(end - q) + d->nnames + 1)
+		d->scratch = xgrow(d->scratch, &d->scratchcap,
+		    (size_t)(end - q) + d->nnames + 1, 1);
 	sp = d->scratch;
 	for (i = 0; i < s->nfields; i++) {
 		if ((w = s->fwant[i]) < 0) {
-			if (avro_check(s->fschema[i], &q, end, 1, &why) == -1)
+			if (plan_skip(p, p->field[i], &q, end) == -1)
 				return -1;
 			continue;
 		}
-		if (avro_fast_value(s->fschema[i], &q, end, &d->raws[w], &sp,
-		    1) == -1)
+		if (plan_read(p, p->field[i], &q, end, &d->raws[w], &sp) == -1)
 			return -1;
 		for (int k = s->wnext[w]; k >= 0; k = s->wnext[k])
 			d->raws[k] = d->raws[w];
 	}
 	if (q != end)
 		return -1;
-	for (i = 0; i < d->nnames; i++) {
+	for (i = 0; i < d->nnames; i++)
 		if (s->wanted[i].index < 0)
-			json_to_raw(s->wanted[i].dflt, &d->raws[i]);
-		else if (s->wanted[i].to_double && d->raws[i].kind == RAW_INT) {
-			d->raws[i].kind = RAW_DOUBLE;
-			d->raws[i].d = (double)d->raws[i].i;
+			d->raws[i] = p->dflt[i];
+	for (i = 0; i < p->ntodouble; i++) {
+		struct raw	*r = &d->raws[p->todouble[i]];
+
+		if (r->kind == RAW_INT) {
+			r->kind = RAW_DOUBLE;
+			r->d = (double)r->i;
 		}
 	}
 	return 0;
@@ -1401,7 +1715,8 @@ decode_avro(struct ingest_decoder *d, const unsigned char *p, size_t len,
 	}
 	if (s->error != NULL)
 		return decode_fail_text(d, s->error);
-	if (!d->generic_only && avro_fast_read(d, s, p + 5, p + len) == 0)
+	if (s->plan != NULL && !d->generic_only &&
+	    plan_fast_read(d, s, p + 5, p + len) == 0)
 		return INGEST_OK;
 
 	q = p + 5;
