@@ -161,6 +161,7 @@ struct ingest_decoder {
 	struct avro_setup		 *last;
 	avro_reader_t			  areader;
 	int				  generic_only;	/* no direct reads */
+	uint64_t			  generic_reads;
 };
 
 typedef int	(*decode_fn)(struct ingest_decoder *, const unsigned char *,
@@ -1038,8 +1039,9 @@ truncated:
  * into a flat array of nodes, so a datum is walked without asking Avro C
  * anything (its schema getters look names and indexes up in hash tables).
  * Children of a record or union, in order, are a run of kids[]; the
- * symbols of an enum a run of syms[].  A schema the plan cannot express
- * (a recursive one, through a named reference, or one nested deeper than
+ * symbols of an enum a run of syms[].  A named type used again (Avro C
+ * makes that a link) shares the node of its first use.  A schema the plan
+ * cannot express (a recursive one, or one nested deeper than
  * PLAN_MAX_DEPTH) gets no plan and goes through the generic layer.
  */
 #define PLAN_MAX_DEPTH	32	/* well under DECODE_AVRO_MAX_DEPTH */
@@ -1072,6 +1074,11 @@ struct avro_plan {
 	struct raw		*dflt;	/* per wanted name: the default */
 	size_t			*todouble;	/* wanted names read as double */
 	size_t			 ntodouble;
+	struct {			/* named types met through links */
+		avro_schema_t	 schema;
+		int64_t		 node;
+	}			*named;
+	size_t			 nnamed, cnamed;
 };
 
 static void
@@ -1085,6 +1092,7 @@ plan_free(struct avro_plan *p)
 	free(p->field);
 	free(p->dflt);
 	free(p->todouble);
+	free(p->named);
 	free(p);
 }
 
@@ -1163,7 +1171,21 @@ plan_compile(struct avro_plan *p, avro_schema_t s, int depth)
 			return -1;
 		node.first = (uint32_t)k;
 		break;
-	default:	/* AVRO_LINK: a recursive schema */
+	case AVRO_LINK:
+		/* A named type used again: its node if compiled, else compile
+		 * it (the depth bound stops a recursive one). */
+		s = avro_schema_link_target(s);
+		for (i = 0; i < p->nnamed; i++)
+			if (p->named[i].schema == s)
+				return p->named[i].node;
+		if ((k = plan_compile(p, s, depth + 1)) < 0)
+			return -1;
+		p->named = xgrow(p->named, &p->cnamed, p->nnamed + 1,
+		    sizeof *p->named);
+		p->named[p->nnamed].schema = s;
+		p->named[p->nnamed++].node = k;
+		return k;
+	default:
 		return -1;
 	}
 add:
@@ -1719,6 +1741,7 @@ decode_avro(struct ingest_decoder *d, const unsigned char *p, size_t len,
 	    plan_fast_read(d, s, p + 5, p + len) == 0)
 		return INGEST_OK;
 
+	d->generic_reads++;
 	q = p + 5;
 	if (avro_check(s->writer, &q, p + len, 0, &why) == -1)
 		return decode_fail(d, INGEST_R_AVRO_DECODE, "%s", why);
@@ -1847,6 +1870,12 @@ void
 ingest_decoder_set_generic(struct ingest_decoder *d, int on)
 {
 	d->generic_only = on;
+}
+
+uint64_t
+ingest_decoder_generic_reads(const struct ingest_decoder *d)
+{
+	return d->generic_reads;
 }
 
 void

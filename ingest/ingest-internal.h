@@ -184,12 +184,19 @@ struct ingest_decoder	*ingest_decoder_new(
 			    char *err, size_t errlen);
 void			 ingest_decoder_free(struct ingest_decoder *d);
 /*
- * Avro datums are read straight from their bytes when the fields the
- * decoder wants are of plain types, else through Avro C's generic value
- * layer.  on != 0: always the generic layer (tests compare the two).
+ * Avro datums are read straight from their bytes by a plan compiled once
+ * per writer schema when the fields the decoder wants are of plain types,
+ * else through Avro C's generic value layer.  on != 0: always the generic layer (tests compare the two).
  */
 void			 ingest_decoder_set_generic(struct ingest_decoder *d,
 			    int on);
+/*
+ * Avro datums read through the generic layer so far: those a plan could
+ * not read (a reason to word, a type no feature reads, a recursive writer
+ * schema) and all of them with set_generic on.  For tests.
+ */
+uint64_t		 ingest_decoder_generic_reads(
+			    const struct ingest_decoder *d);
 
 /*
  * Decode one message.  Returns INGEST_OK with *out filled (valid until the

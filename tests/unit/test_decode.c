@@ -5,8 +5,11 @@
  * evolution (added, removed, defaulted and aliased fields); and the Schema
  * Registry client against a real HTTP server on a thread (a libevent evhttp
  * that counts requests and can answer 503 or chunked), including the
- * registry outage that must be a retry and never a dead letter.
+ * registry outage that must be a retry and never a dead letter.  The
+ * Avro plan (the direct reader) is checked against Avro C's generic layer
+ * on random datums written byte by byte from the writer schema.
  */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -16,6 +19,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include <avro.h>
 
 #include <sys/socket.h>
 #include <netinet/in.h>
@@ -1448,6 +1453,541 @@ test_avro_evolution(void **state)
 	fake_stop(f);
 }
 
+/* ==================================================================== */
+/*
+ * The plan against the generic layer, datum by datum: a generator writes
+ * random valid datums of a writer schema straight as bytes (so NaN, inf,
+ * -0.0, INT64_MIN, overlong varints, empty, long and NUL-bearing strings,
+ * negative block counts all occur), and each one, each of its truncations
+ * and some corruptions must decode the same with both readers.
+ */
+struct gen {
+	unsigned char	*buf;
+	size_t		 len, cap;
+	uint64_t	 seed;
+};
+
+static uint64_t
+gen_rand(struct gen *g)
+{
+	g->seed ^= g->seed << 13;
+	g->seed ^= g->seed >> 7;
+	g->seed ^= g->seed << 17;
+	return g->seed;
+}
+
+static void
+gen_byte(struct gen *g, unsigned char b)
+{
+	if (g->len == g->cap) {
+		g->cap = g->cap ? g->cap * 2 : 256;
+		g->buf = realloc(g->buf, g->cap);
+	}
+	g->buf[g->len++] = b;
+}
+
+/* A zigzag varint; now and then overlong (as Avro C still reads it). */
+static void
+gen_varint(struct gen *g, int64_t v, int maxbytes)
+{
+	uint64_t	u = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+	int		n = 0, pad = gen_rand(g) % 13 == 0;
+
+	while (u >= 0x80 || (pad && n < maxbytes - 1 && u == 0 && n < 2)) {
+		gen_byte(g, (unsigned char)(u | 0x80));
+		u >>= 7;
+		n++;
+	}
+	gen_byte(g, (unsigned char)u);
+}
+
+static int64_t
+gen_int64(struct gen *g, int bits)
+{
+	static const int64_t	edges[] = { 0, 1, -1, 63, 64, -64, -65,
+	    INT32_MAX, INT32_MIN, (int64_t)1 << 27, -((int64_t)1 << 27) - 1,
+	    INT64_MAX, INT64_MIN, 1700000000000LL, -1700000000000LL };
+	uint64_t		r = gen_rand(g);
+	int64_t			v;
+
+	switch (r % 4) {
+	case 0:
+		v = edges[(r >> 8) % (sizeof edges / sizeof edges[0])];
+		break;
+	case 1:
+		v = (int64_t)(r >> 8) % 1000 - 500;
+		break;
+	default:
+		v = (int64_t)gen_rand(g) >> (r >> 8) % 64;
+		break;
+	}
+	if (bits == 32)
+		v = (int32_t)v;
+	return v;
+}
+
+static void
+gen_string(struct gen *g, int key)
+{
+	uint64_t	r = gen_rand(g);
+	size_t		n = r % 9 == 0 ? 200 + r % 400 : r % 12;
+
+	if (key && r % 5 == 0)
+		n = 0;
+	gen_varint(g, (int64_t)n, 10);
+	for (size_t i = 0; i < n; i++) {
+		r = gen_rand(g);
+		/* Mostly digits and letters, sometimes '|', NUL, high bytes. */
+		gen_byte(g, r % 50 == 0 ? '|' : r % 70 == 0 ? 0 :
+		    r % 30 == 0 ? (unsigned char)(0x80 | r >> 8) :
+		    (unsigned char)((r >> 8) % 3 ? '0' + (r >> 16) % 10 :
+		    'a' + (r >> 16) % 26));
+	}
+}
+
+static void
+gen_datum(struct gen *g, avro_schema_t s, int depth)
+{
+	uint64_t	r = gen_rand(g);
+	int64_t		n;
+	size_t		i;
+
+	switch (avro_typeof(s)) {
+	case AVRO_NULL:
+		break;
+	case AVRO_BOOLEAN:
+		gen_byte(g, (unsigned char)(r & 1));
+		break;
+	case AVRO_INT32:
+		gen_varint(g, gen_int64(g, 32), 5);
+		break;
+	case AVRO_INT64:
+		gen_varint(g, gen_int64(g, 64), 10);
+		break;
+	case AVRO_FLOAT: {
+		static const float	fs[] = { 0.0f, -0.0f, 1.5f, -3.25e10f,
+		    1e-40f };
+		float			f;
+		uint32_t		u = (uint32_t)r;
+
+		if (r % 3 == 0)
+			u = (r >> 32) % 2 ? 0x7fc00000u : 0xff800000u;
+		memcpy(&f, &u, 4);
+		if (r % 3 == 1)
+			f = fs[(r >> 32) % 5];
+		memcpy(&u, &f, 4);
+		for (i = 0; i < 4; i++)
+			gen_byte(g, (unsigned char)(u >> (8 * i)));
+		break;
+	}
+	case AVRO_DOUBLE: {
+		double		d;
+		uint64_t	u = gen_rand(g);
+
+		if (r % 4 == 0)
+			u = r % 8 == 0 ? 0x7ff8000000000001ull :
+			    0x7ff0000000000000ull | (r >> 63) << 63;
+		else if (r % 4 == 1) {
+			d = r % 3 == 0 ? -0.0 : (double)(int64_t)(r >> 20) / 7;
+			memcpy(&u, &d, 8);
+		}
+		for (i = 0; i < 8; i++)
+			gen_byte(g, (unsigned char)(u >> (8 * i)));
+		break;
+	}
+	case AVRO_STRING:
+	case AVRO_BYTES:
+		gen_string(g, 1);
+		break;
+	case AVRO_FIXED:
+		for (n = avro_schema_fixed_size(s); n > 0; n--)
+			gen_byte(g, (unsigned char)gen_rand(g));
+		break;
+	case AVRO_ENUM:
+		gen_varint(g, (int64_t)(r % (uint64_t)
+		    avro_schema_enum_number_of_symbols(s)), 10);
+		break;
+	case AVRO_UNION:
+		n = (int64_t)(r % avro_schema_union_size(s));
+		/* Deep in a recursive schema, the null branch ends it. */
+		if (depth > 4 && avro_typeof(avro_schema_union_branch(s,
+		    0)) == AVRO_NULL)
+			n = 0;
+		gen_varint(g, n, 10);
+		gen_datum(g, avro_schema_union_branch(s, (int)n), depth + 1);
+		break;
+	case AVRO_RECORD:
+		for (i = 0; i < avro_schema_record_size(s); i++)
+			gen_datum(g, avro_schema_record_field_get_by_index(s,
+			    (int)i), depth + 1);
+		break;
+	case AVRO_LINK:
+		gen_datum(g, avro_schema_link_target(s), depth + 1);
+		break;
+	case AVRO_ARRAY:
+	case AVRO_MAP:
+		for (int blocks = (int)(r % 3); blocks > 0; blocks--) {
+			struct gen	sub = { .seed = gen_rand(g) | 1 };
+			int64_t		items = 1 + (int64_t)(gen_rand(g) % 3);
+
+			for (n = 0; n < items; n++) {
+				if (avro_typeof(s) == AVRO_MAP)
+					gen_string(&sub, 0);
+				gen_datum(&sub, avro_typeof(s) == AVRO_MAP ?
+				    avro_schema_map_values(s) :
+				    avro_schema_array_items(s), depth + 1);
+			}
+			if (gen_rand(g) % 2) {	/* with the block's size */
+				gen_varint(g, -items, 10);
+				gen_varint(g, (int64_t)sub.len, 10);
+			} else
+				gen_varint(g, items, 10);
+			for (i = 0; i < sub.len; i++)
+				gen_byte(g, sub.buf[i]);
+			g->seed = sub.seed;
+			free(sub.buf);
+		}
+		gen_byte(g, 0);
+		break;
+	default:
+		fail_msg("gen_datum: type %d", (int)avro_typeof(s));
+	}
+}
+
+/* One Confluent frame of a random datum of schema s with id. */
+static void
+gen_frame(struct gen *g, avro_schema_t s, int32_t id)
+{
+	g->len = 0;
+	gen_byte(g, 0);
+	for (int i = 3; i >= 0; i--)
+		gen_byte(g, (unsigned char)((uint32_t)id >> (8 * i)));
+	gen_datum(g, s, 0);
+}
+
+/*
+ * Decode rounds datums of writer (frame id) with both readers, plus every
+ * truncation, a trailing byte and corruptions of each.  Returns how many
+ * whole datums decoded INGEST_OK; *whole_generic counts those of them the
+ * direct decoder read through the generic layer.
+ */
+static int
+plan_vs_generic(struct ingest_decoder *direct, struct ingest_decoder *generic,
+    const char *writer, int32_t id, int rounds, uint64_t seed,
+    uint64_t *whole_generic)
+{
+	uint64_t	 before;
+	struct gen	 g = { .seed = seed };
+	avro_schema_t	 s;
+	unsigned char	*buf;
+	char		 reason[256];
+	int		 ok = 0;
+
+	if (avro_schema_from_json_length(writer, strlen(writer), &s) != 0)
+		fail_msg("schema: %s", avro_strerror());
+	for (int i = 0; i < rounds; i++) {
+		struct ingest_event	ev;
+
+		gen_frame(&g, s, id);
+		buf = malloc(g.len + 1);
+		memcpy(buf, g.buf, g.len);
+		before = ingest_decoder_generic_reads(direct);
+		if (ingest_decode(direct, buf, g.len, &ev, NULL, reason,
+		    sizeof reason) == INGEST_OK)
+			ok++;
+		*whole_generic += ingest_decoder_generic_reads(direct) - before;
+		assert_same_decode(direct, generic, buf, g.len);
+		for (size_t t = 0; t < g.len; t++)
+			assert_same_decode(direct, generic, buf, t);
+		buf[g.len] = (unsigned char)gen_rand(&g);
+		assert_same_decode(direct, generic, buf, g.len + 1);
+		for (int m = 0; m < 8 && g.len > 5; m++) {
+			size_t	at = 5 + gen_rand(&g) % (g.len - 5);
+			unsigned char	old = buf[at];
+
+			buf[at] = (unsigned char)gen_rand(&g);
+			assert_same_decode(direct, generic, buf, g.len);
+			buf[at] = old;
+		}
+		free(buf);
+	}
+	free(g.buf);
+	avro_schema_decref(s);
+	return ok;
+}
+
+/* Wanted fields of every plain type, and nested ones the plan skips. */
+#define PLAN_PRIMS \
+	"{\"type\":\"record\",\"name\":\"p\",\"fields\":[" \
+	"{\"name\":\"skip_rec\",\"type\":{\"type\":\"record\",\"name\":\"r\"," \
+	"\"fields\":[{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"b\"," \
+	"\"type\":[\"null\",{\"type\":\"array\",\"items\":{\"type\":\"map\"," \
+	"\"values\":{\"type\":\"fixed\",\"name\":\"f2\",\"size\":2}}}]}]}}," \
+	"{\"name\":\"user_id\",\"type\":\"long\"}," \
+	"{\"name\":\"f_int\",\"type\":\"int\"}," \
+	"{\"name\":\"skip_arr\",\"type\":{\"type\":\"array\",\"items\":" \
+	"{\"type\":\"record\",\"name\":\"it\",\"fields\":[{\"name\":\"x\"," \
+	"\"type\":\"string\"},{\"name\":\"y\",\"type\":[\"null\"," \
+	"\"long\"]}]}}}," \
+	"{\"name\":\"ts\",\"type\":{\"type\":\"long\"," \
+	"\"logicalType\":\"timestamp-micros\"}}," \
+	"{\"name\":\"f_long\",\"type\":\"long\"}," \
+	"{\"name\":\"f_float\",\"type\":\"float\"}," \
+	"{\"name\":\"skip_map\",\"type\":{\"type\":\"map\",\"values\":" \
+	"[\"null\",\"double\"]}}," \
+	"{\"name\":\"f_double\",\"type\":\"double\"}," \
+	"{\"name\":\"f_bool\",\"type\":\"boolean\"}," \
+	"{\"name\":\"skip_bytes\",\"type\":\"bytes\"}," \
+	"{\"name\":\"f_str\",\"type\":\"string\"}," \
+	"{\"name\":\"skip_fixed\",\"type\":{\"type\":\"fixed\",\"name\":\"f3\"," \
+	"\"size\":3}}," \
+	"{\"name\":\"f_enum\",\"type\":{\"type\":\"enum\",\"name\":\"e\"," \
+	"\"symbols\":[\"A\",\"BB\",\"CCC\"]}}," \
+	"{\"name\":\"skip_enum\",\"type\":\"e\"}," \
+	"{\"name\":\"f_null\",\"type\":\"null\"}," \
+	"{\"name\":\"u1\",\"type\":[\"null\",\"long\"]}," \
+	"{\"name\":\"u2\",\"type\":[\"double\",\"null\",\"string\",\"int\"]}," \
+	"{\"name\":\"u3\",\"type\":[\"null\",\"float\",\"boolean\",\"e\"]}," \
+	"{\"name\":\"skip_u\",\"type\":[\"null\",\"r\",\"f3\"]}]}"
+
+static const char *const plan_fields[] = { "f_int", "f_long", "f_float",
+    "f_double", "f_bool", "f_str", "f_enum", "f_null", "u1", "u2", "u3",
+    "nowhere", "f_str" };
+
+static void
+test_avro_plan_agrees(void **state)
+{
+	static const struct {
+		const char		*schema;
+		const char *const	 keys[2];
+		size_t			 nkeys;
+		size_t			 nfields;
+		int			 min_ok;	/* of 300 */
+		int			 generic;	/* whole datums all go
+							   through the generic
+							   layer */
+	} cases[] = {
+		{ PLAN_PRIMS, { "user_id" }, 1, 13, 250, 0 },
+		/* A composite key of a string and an enum, the timestamp in a
+		 * union with null. */
+		{ "{\"type\":\"record\",\"name\":\"k\",\"fields\":["
+		  "{\"name\":\"f_long\",\"type\":\"long\"},"
+		  "{\"name\":\"user_id\",\"type\":\"string\"},"
+		  "{\"name\":\"ts\",\"type\":[\"null\",\"long\"]},"
+		  "{\"name\":\"f_enum\",\"type\":{\"type\":\"enum\","
+		  "\"name\":\"e\",\"symbols\":[\"A\",\"B\"]}},"
+		  "{\"name\":\"f_int\",\"type\":\"int\"}]}",
+		  { "user_id", "f_enum" }, 2, 3, 60, 0 },
+		/* An int key and a string timestamp. */
+		{ "{\"type\":\"record\",\"name\":\"k\",\"fields\":["
+		  "{\"name\":\"user_id\",\"type\":\"int\"},"
+		  "{\"name\":\"ts\",\"type\":\"string\"},"
+		  "{\"name\":\"f_str\",\"type\":\"string\"}]}",
+		  { "user_id" }, 1, 1, 0, 0 },
+		/* Wanted fields no feature reads: the generic layer words
+		 * them (wrong_type), so every datum goes there. */
+		{ "{\"type\":\"record\",\"name\":\"w\",\"fields\":["
+		  "{\"name\":\"user_id\",\"type\":\"long\"},"
+		  "{\"name\":\"ts\",\"type\":\"long\"},"
+		  "{\"name\":\"f_str\",\"type\":[\"string\",\"bytes\","
+		  "{\"type\":\"fixed\",\"name\":\"x\",\"size\":1},"
+		  "{\"type\":\"array\",\"items\":\"int\"},"
+		  "{\"type\":\"map\",\"values\":\"int\"},"
+		  "{\"type\":\"record\",\"name\":\"in\",\"fields\":[]}]}]}",
+		  { "user_id" }, 1, 1, 20, -1 },
+		/* A recursive writer schema has no plan: the generic layer
+		 * reads all of it, with the same answers. */
+		{ "{\"type\":\"record\",\"name\":\"node\",\"fields\":["
+		  "{\"name\":\"user_id\",\"type\":\"long\"},"
+		  "{\"name\":\"ts\",\"type\":\"long\"},"
+		  "{\"name\":\"f_int\",\"type\":\"int\"},"
+		  "{\"name\":\"next\",\"type\":[\"null\",\"node\"]}]}",
+		  { "user_id" }, 1, 1, 250, 1 },
+	};
+	struct ingest_decoder	*direct, *generic;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		const char *const	*fields = i == 0 ? plan_fields :
+		    i == 1 ? plan_fields + 6 : i == 2 ? plan_fields + 5 :
+		    i == 3 ? plan_fields + 5 : plan_fields;
+		uint64_t		 whole = 0;
+		int			 ok;
+
+		direct = decoder(INGEST_FORMAT_AVRO, cases[i].keys,
+		    cases[i].nkeys, fields, cases[i].nfields, cases[i].schema,
+		    NULL);
+		generic = decoder(INGEST_FORMAT_AVRO, cases[i].keys,
+		    cases[i].nkeys, fields, cases[i].nfields, cases[i].schema,
+		    NULL);
+		ingest_decoder_set_generic(generic, 1);
+		ok = plan_vs_generic(direct, generic, cases[i].schema, 1, 300,
+		    0x9e3779b97f4a7c15ull + i, &whole);
+		if (ok < cases[i].min_ok)
+			fail_msg("case %zu: %d of 300 decoded", i, ok);
+		/* Whole valid datums: all through the plan, or all not. */
+		if ((cases[i].generic == 0 && whole != 0) ||
+		    (cases[i].generic == 1 && whole != 300))
+			fail_msg("case %zu: %" PRIu64 " of 300 whole datums "
+			    "through the generic layer", i, whole);
+		ingest_decoder_free(direct);
+		ingest_decoder_free(generic);
+	}
+}
+
+/*
+ * Evolution through the registry: promotions (int to long and double, long
+ * to float, float to double), an added field taking each kind of default,
+ * a removed one, an aliased one, other orders; plan and generic agree.
+ */
+#define PLAN_READER \
+	"{\"type\":\"record\",\"name\":\"ev\",\"fields\":[" \
+	"{\"name\":\"user_id\",\"type\":\"long\"}," \
+	"{\"name\":\"ts\",\"type\":\"long\"}," \
+	"{\"name\":\"a\",\"type\":\"long\"}," \
+	"{\"name\":\"b\",\"type\":\"double\"}," \
+	"{\"name\":\"c\",\"type\":\"float\"}," \
+	"{\"name\":\"d\",\"type\":\"string\"}," \
+	"{\"name\":\"e\",\"type\":[\"null\",\"double\"],\"default\":null}," \
+	"{\"name\":\"f\",\"type\":\"int\",\"default\":7}," \
+	"{\"name\":\"g\",\"type\":\"string\",\"default\":\"dflt\"}," \
+	"{\"name\":\"h\",\"type\":\"boolean\",\"default\":true}," \
+	"{\"name\":\"i\",\"type\":\"double\",\"default\":1.5}," \
+	"{\"name\":\"k\",\"type\":\"long\",\"aliases\":[\"old_k\"]," \
+	"\"default\":0}]}"
+
+static void
+test_avro_plan_evolution(void **state)
+{
+	static const char *const writers[] = {
+		PLAN_READER,
+		/* Promotions, the alias, defaults for f..i, skipped extras. */
+		"{\"type\":\"record\",\"name\":\"old\",\"fields\":["
+		"{\"name\":\"x\",\"type\":{\"type\":\"map\",\"values\":"
+		"{\"type\":\"array\",\"items\":\"string\"}}},"
+		"{\"name\":\"user_id\",\"type\":\"int\"},"
+		"{\"name\":\"ts\",\"type\":\"int\"},"
+		"{\"name\":\"a\",\"type\":\"int\"},"
+		"{\"name\":\"b\",\"type\":\"int\"},"
+		"{\"name\":\"c\",\"type\":\"long\"},"
+		"{\"name\":\"y\",\"type\":[\"null\",{\"type\":\"record\","
+		"\"name\":\"yy\",\"fields\":[{\"name\":\"z\",\"type\":"
+		"\"bytes\"}]}]},"
+		"{\"name\":\"d\",\"type\":\"string\"},"
+		"{\"name\":\"e\",\"type\":[\"null\",\"double\"]},"
+		"{\"name\":\"old_k\",\"type\":\"long\"}]}",
+		/* Reversed, float to double, int to float; no e, no k. */
+		"{\"type\":\"record\",\"name\":\"ev\",\"fields\":["
+		"{\"name\":\"i\",\"type\":\"float\"},"
+		"{\"name\":\"h\",\"type\":\"boolean\"},"
+		"{\"name\":\"g\",\"type\":\"string\"},"
+		"{\"name\":\"f\",\"type\":\"int\"},"
+		"{\"name\":\"d\",\"type\":\"string\"},"
+		"{\"name\":\"c\",\"type\":\"int\"},"
+		"{\"name\":\"b\",\"type\":\"float\"},"
+		"{\"name\":\"a\",\"type\":\"long\"},"
+		"{\"name\":\"ts\",\"type\":\"long\"},"
+		"{\"name\":\"user_id\",\"type\":\"long\"}]}",
+	};
+	static const char *const keys[] = { "user_id" };
+	static const char *const fields[] = { "a", "b", "c", "d", "e", "f",
+	    "g", "h", "i", "k" };
+	struct fake_registry	*f = fake_start();
+	struct ingest_registry	*reg = registry(f->port, 0);
+	struct ingest_decoder	*direct, *generic;
+	struct ingest_event	 ev;
+	unsigned char		 buf[64];
+	char			 reason[256];
+	size_t			 len;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof writers / sizeof writers[0]; i++)
+		f->schemas[i + 1] = writers[i];
+	direct = decoder(INGEST_FORMAT_AVRO, keys, 1, fields, 10, PLAN_READER,
+	    reg);
+	generic = decoder(INGEST_FORMAT_AVRO, keys, 1, fields, 10,
+	    PLAN_READER, reg);
+	ingest_decoder_set_generic(generic, 1);
+	for (size_t i = 0; i < sizeof writers / sizeof writers[0]; i++) {
+		uint64_t	whole = 0;
+
+		if (plan_vs_generic(direct, generic, writers[i], (int32_t)i + 1,
+		    300, 77 + i, &whole) < 250)
+			fail_msg("writer %zu: too few datums decoded", i + 1);
+		assert_int_equal(whole, 0);
+	}
+
+	/* The values themselves, for writer 2: promoted and defaulted. */
+	len = encode(writers[1], 2, "{\"x\":{},\"user_id\":5,\"ts\":6,"
+	    "\"a\":-3,\"b\":4,\"c\":9007199254740993,\"y\":null,\"d\":\"dd\","
+	    "\"e\":null,\"old_k\":11}", buf, sizeof buf);
+	assert_int_equal(ingest_decode(direct, buf, len, &ev, NULL, reason,
+	    sizeof reason), INGEST_OK);
+	assert_string_equal(ev.key, "5");
+	assert_int_equal(ev.values[0].type, AGG_INT);
+	assert_int_equal(ev.values[0].u.i, -3);
+	assert_int_equal(ev.values[1].type, AGG_DOUBLE);
+	assert_true(ev.values[1].u.d == 4.0);
+	assert_int_equal(ev.values[2].type, AGG_DOUBLE);
+	assert_true(ev.values[2].u.d == 9007199254740992.0);
+	assert_string_value(&ev.values[3], "dd");
+	assert_int_equal(ev.values[4].type, AGG_NULL);
+	assert_int_equal(ev.values[5].type, AGG_INT);
+	assert_int_equal(ev.values[5].u.i, 7);
+	assert_string_value(&ev.values[6], "dflt");
+	assert_int_equal(ev.values[7].type, AGG_BOOL);
+	assert_int_equal(ev.values[7].u.b, 1);
+	assert_int_equal(ev.values[8].type, AGG_DOUBLE);
+	assert_true(ev.values[8].u.d == 1.5);
+	assert_int_equal(ev.values[9].type, AGG_INT);
+	assert_int_equal(ev.values[9].u.i, 11);
+	ingest_decoder_free(direct);
+	ingest_decoder_free(generic);
+	ingest_registry_free(reg);
+	fake_stop(f);
+}
+
+/* Every truncation of a valid datum: the reason the generic layer gives. */
+static void
+test_avro_plan_truncations(void **state)
+{
+	struct ingest_decoder	*d;
+	struct ingest_event	 ev;
+	enum ingest_reason	 code;
+	struct gen		 g = { .seed = 99 };
+	avro_schema_t		 s;
+	char			 reason[256];
+
+	(void)state;
+	d = decoder(INGEST_FORMAT_AVRO, click_keys, 1, plan_fields, 13,
+	    PLAN_PRIMS, NULL);
+	avro_schema_from_json_length(PLAN_PRIMS, strlen(PLAN_PRIMS), &s);
+	for (int i = 0; i < 20; i++) {
+		gen_frame(&g, s, 1);
+		for (size_t t = 0; t < g.len; t++) {
+			unsigned char	*b = malloc(t > 0 ? t : 1);
+
+			memcpy(b, g.buf, t);	/* ASan sees reads past t */
+			assert_int_equal(ingest_decode(d, b, t, &ev, &code,
+			    reason, sizeof reason), INGEST_BAD);
+			if (t < 5)
+				assert_int_equal(code, INGEST_R_SHORT_MESSAGE);
+			else if (code != INGEST_R_AVRO_DECODE)
+				fail_msg("truncated at %zu of %zu: %s", t,
+				    g.len, reason);
+			else if (strcmp(reason, "avro_decode: datum is "
+			    "truncated") != 0 && strstr(reason,
+			    "out of range") == NULL && strstr(reason,
+			    "larger than") == NULL)
+				fail_msg("truncated at %zu: %s", t, reason);
+			free(b);
+		}
+	}
+	avro_schema_decref(s);
+	free(g.buf);
+	ingest_decoder_free(d);
+}
+
 int
 main(void)
 {
@@ -1473,6 +2013,9 @@ main(void)
 		cmocka_unit_test(test_registry_down),
 		cmocka_unit_test(test_registry_config_errors),
 		cmocka_unit_test(test_avro_evolution),
+		cmocka_unit_test(test_avro_plan_agrees),
+		cmocka_unit_test(test_avro_plan_evolution),
+		cmocka_unit_test(test_avro_plan_truncations),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
