@@ -1150,7 +1150,8 @@ store_ckpt_write(struct store *s, struct store_ckpt *c, char *err,
 
 	for (size_t i = 0; i < c->nents; i++)
 		c->ents[i].seq = (uint32_t)i;
-	qsort(c->ents, c->nents, sizeof *c->ents, ckpt_entity_cmp);
+	if (c->nents > 1)	/* qsort(NULL, 0, ...) is undefined */
+		qsort(c->ents, c->nents, sizeof *c->ents, ckpt_entity_cmp);
 	if (store_exec(s->db, "BEGIN IMMEDIATE", err, errlen) != 0)
 		return -1;
 	if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO entity(view, key,"
