@@ -290,3 +290,15 @@ util_fmt_i64(char *dst, size_t room, int64_t v)
 	memcpy(dst, tmp + n, sizeof tmp - n);
 	return (int)(sizeof tmp - n);
 }
+
+void
+util_realtime_after(struct timespec *ts, int64_t ms)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+	ts->tv_sec += (time_t)(ms / 1000);
+	ts->tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts->tv_nsec >= 1000000000) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000;
+	}
+}

@@ -42,6 +42,12 @@ util_floordiv(int64_t a, int64_t b)
 
 /* 64-bit hash of a byte string (stable across runs and machines). */
 /*
+ * *ts = CLOCK_REALTIME now + ms (ms >= 0): the absolute time that
+ * pthread_cond_timedwait() and pthread_timedjoin_np() take.
+ */
+struct timespec;
+void		 util_realtime_after(struct timespec *ts, int64_t ms);
+/*
  * Decimal text of v into dst (room bytes, no NUL added): its length, or
  * -1 if it does not fit.  For hot paths where snprintf costs too much.
  */

@@ -1729,13 +1729,7 @@ ingest_stop(struct ingest *in)
 	 * group would then wait out session.timeout.ms before a restarted
 	 * daemon gets its partitions back).
 	 */
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += in->opt.stop_budget_ms / 1000;
-	ts.tv_nsec += (in->opt.stop_budget_ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	util_realtime_after(&ts, in->opt.stop_budget_ms);
 	if (pthread_timedjoin_np(in->thread, NULL, &ts) != 0) {
 		atomic_store(&in->abandon, 1);
 		store_ckpt_abort(in->store, 1);

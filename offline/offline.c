@@ -402,13 +402,7 @@ offline_sleep(struct offline *o, int64_t ms)
 	struct timespec	ts;
 	int		stopping;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	util_realtime_after(&ts, ms);
 	pthread_mutex_lock(&o->wlock);
 	if (!o->stopping)
 		pthread_cond_timedwait(&o->wcond, &o->wlock, &ts);
@@ -585,13 +579,7 @@ offline_stop(struct offline *o, int64_t budget_ms)
 	 * past the budget, cancel it; it is rolled back and shipped after
 	 * the next start.
 	 */
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += budget_ms / 1000;
-	ts.tv_nsec += (budget_ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
+	util_realtime_after(&ts, budget_ms);
 	if (pthread_timedjoin_np(o->thread, NULL, &ts) != 0) {
 		atomic_store(&o->cancel, 1);
 		pthread_join(o->thread, NULL);
