@@ -25,6 +25,7 @@
 #include <jansson.h>
 
 #include "common/config.h"
+#include "common/csv.h"
 #include "common/sha256.h"
 #include "common/util.h"
 #include "common/xmalloc.h"
@@ -67,9 +68,9 @@ struct training_job {
 	struct training_out	 *outs;
 	size_t			  nouts;
 	/* The spine: the chunk of rows being joined. */
-	size_t			  line;		/* physical lines read */
+	struct csv_reader	 *csv;
 	size_t			  rowbase;	/* rows of earlier chunks */
-	struct training_csv_row	 *rows;
+	struct csv_row		 *rows;
 	size_t			  nrows;
 	int64_t			 *ts;
 	char			**cells;	/* [row * nouts + col] */
@@ -90,86 +91,18 @@ struct training_job {
 
 /* ---------------------------------------------------------------- CSV */
 
+/* A reader error as "PATH:LINE[:COLUMN]: MESSAGE". */
 static void
-csv_addc(struct training_csv_row *row, char ch)
+training_csv_error(const struct csv_reader *r, const char *path, char *err,
+    size_t errlen)
 {
-	row->buf = xgrow(row->buf, &row->cap, row->len + 1, 1);
-	row->buf[row->len++] = ch;
-}
+	size_t		 line, col;
+	const char	*msg = csv_error(r, &line, &col);
 
-static void
-csv_newfield(struct training_csv_row *row)
-{
-	row->off = xgrow(row->off, &row->offcap, row->n + 1,
-	    sizeof *row->off);
-	row->off[row->n++] = row->len;
-}
-
-int
-training_csv_read(FILE *f, size_t *line, struct training_csv_row *row,
-    char *err, size_t errlen)
-{
-	int	ch, quoted = 0, closed = 0;
-
-	row->len = 0;
-	row->n = 0;
-	if ((ch = getc(f)) == EOF)
-		return 0;
-	row->line = ++*line;
-	csv_newfield(row);
-	for (;; ch = getc(f)) {
-		if (quoted) {
-			if (ch == EOF) {
-				snprintf(err, errlen, "line %zu: unterminated "
-				    "quoted field", row->line);
-				return -1;
-			}
-			if (ch == '"') {
-				if ((ch = getc(f)) != '"') {
-					quoted = 0;
-					closed = 1;
-					ungetc(ch, f);
-					continue;
-				}
-			} else if (ch == '\n')
-				++*line;
-			csv_addc(row, (char)ch);
-			continue;
-		}
-		if (ch == '\r') {
-			if ((ch = getc(f)) != '\n')
-				ungetc(ch, f);
-			ch = '\n';
-		}
-		if (ch == EOF || ch == '\n')
-			break;
-		if (ch == ',') {
-			csv_addc(row, '\0');
-			csv_newfield(row);
-			closed = 0;
-			continue;
-		}
-		if (closed) {
-			snprintf(err, errlen, "line %zu: character after a "
-			    "closing quote", *line);
-			return -1;
-		}
-		if (ch == '"' && row->len == row->off[row->n - 1]) {
-			quoted = 1;
-			continue;
-		}
-		csv_addc(row, (char)ch);
-	}
-	csv_addc(row, '\0');
-	return 1;
-}
-
-void
-training_csv_row_free(struct training_csv_row *row)
-{
-	free(row->buf);
-	free(row->off);
-	memset(row, 0, sizeof *row);
+	if (col > 0)
+		snprintf(err, errlen, "%s:%zu:%zu: %s", path, line, col, msg);
+	else
+		snprintf(err, errlen, "%s:%zu: %s", path, line, msg);
 }
 
 static void
@@ -310,10 +243,10 @@ fail:
 /* -------------------------------------------------------------- spine */
 
 static int
-training_find_column(const struct training_csv_row *hdr, const char *name)
+training_find_column(const struct csv_row *hdr, const char *name)
 {
 	for (size_t i = 0; i < hdr->n; i++)
-		if (strcmp(training_csv_field(hdr, i), name) == 0)
+		if (strcmp(csv_field(hdr, i), name) == 0)
 			return (int)i;
 	return -1;
 }
@@ -321,7 +254,7 @@ training_find_column(const struct training_csv_row *hdr, const char *name)
 /* Open the spine, read its header and check its columns. */
 static FILE *
 training_open_spine(struct training_job *job, const char *path,
-    struct training_csv_row *hdr, int *tscol, char *err, size_t errlen)
+    struct csv_row *hdr, int *tscol, char *err, size_t errlen)
 {
 	FILE	*f;
 	char	 msg[256];
@@ -331,9 +264,13 @@ training_open_spine(struct training_job *job, const char *path,
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		return NULL;
 	}
-	if ((r = training_csv_read(f, &job->line, hdr, msg, sizeof msg)) <= 0) {
-		snprintf(err, errlen, "%s: %s", path, r == 0 ?
-		    "empty file (a header line is needed)" : msg);
+	job->csv = csv_open(f);
+	if ((r = csv_read(job->csv, hdr, msg, sizeof msg)) <= 0) {
+		if (r == 0)
+			snprintf(err, errlen, "%s: empty file (a header line "
+			    "is needed)", path);
+		else
+			training_csv_error(job->csv, path, err, errlen);
 		goto fail;
 	}
 	if ((*tscol = training_find_column(hdr, TRAINING_TS_COLUMN)) < 0) {
@@ -354,6 +291,8 @@ training_open_spine(struct training_job *job, const char *path,
 	}
 	return f;
 fail:
+	csv_close(job->csv);
+	job->csv = NULL;
 	fclose(f);
 	return NULL;
 }
@@ -365,57 +304,56 @@ fail:
  */
 static int
 training_read_rows(struct training_job *job, FILE *f, const char *path,
-    const struct training_csv_row *hdr, int tscol, size_t max, char *err,
+    const struct csv_row *hdr, int tscol, size_t max, char *err,
     size_t errlen)
 {
-	struct training_csv_row	 row;
-	size_t			 cap = 0, tcap = 0;
-	char			 msg[256];
-	int			 r;
+	struct csv_row	 scratch, row;
+	size_t		 cap = 0, tcap = 0;
+	char		 msg[256];
+	int		 r, rc = -1;
 
+	memset(&scratch, 0, sizeof scratch);
 	while (job->nrows < max) {
 		const char	*tstext;
 		size_t		 rowno;
 
-		memset(&row, 0, sizeof row);
-		if ((r = training_csv_read(f, &job->line, &row, msg,
-		    sizeof msg)) <= 0) {
-			training_csv_row_free(&row);
+		if ((r = csv_read(job->csv, &scratch, msg, sizeof msg)) <= 0) {
 			if (r == 0)
 				break;
-			snprintf(err, errlen, "%s: %s", path, msg);
-			return -1;
+			training_csv_error(job->csv, path, err, errlen);
+			goto fail;
 		}
-		if (row.n == 1 && row.len == 1) {
-			training_csv_row_free(&row);	/* a blank line */
-			continue;
-		}
+		/* The chunk keeps an exact-size copy; scratch is reused. */
+		row = scratch;
+		row.buf = xmalloc(scratch.len);
+		memcpy(row.buf, scratch.buf, scratch.len);
+		row.cap = scratch.len;
+		row.off = xcalloc(scratch.n + 1, sizeof *row.off);
+		memcpy(row.off, scratch.off, (scratch.n + 1) * sizeof *row.off);
+		row.offcap = scratch.n + 1;
 		job->rows = xgrow(job->rows, &cap, job->nrows + 1,
 		    sizeof *job->rows);
 		job->rows[job->nrows++] = row;
 		rowno = job->rowbase + job->nrows;
-		if (row.n != hdr->n) {
-			snprintf(err, errlen, "%s:%zu: row %zu has %zu fields, "
-			    "the header %zu", path, row.line, rowno, row.n,
-			    hdr->n);
-			return -1;
-		}
 		job->ts = xgrow(job->ts, &tcap, job->nrows, sizeof *job->ts);
-		tstext = training_csv_field(&row, (size_t)tscol);
+		tstext = csv_field(&row, (size_t)tscol);
 		if (util_parse_timestamp_ms(tstext, &job->ts[job->nrows - 1])
 		    != 0) {
 			snprintf(err, errlen, "%s:%zu: row %zu, column %s: bad "
 			    "timestamp \"%.64s\" (epoch milliseconds or "
 			    "RFC 3339)", path, row.line, rowno,
 			    TRAINING_TS_COLUMN, tstext);
-			return -1;
+			goto fail;
 		}
 	}
 	if (ferror(f)) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -1;
+		goto fail;
 	}
-	return 0;
+	rc = 0;
+fail:
+	csv_row_free(&scratch);
+	return rc;
 }
 
 /* Free the rows of a chunk and their cells. */
@@ -428,7 +366,7 @@ training_chunk_free(struct training_job *job)
 	free(job->cells);
 	job->cells = NULL;
 	for (size_t r = 0; r < job->nrows; r++)
-		training_csv_row_free(&job->rows[r]);
+		csv_row_free(&job->rows[r]);
 	free(job->rows);
 	job->rows = NULL;
 	free(job->ts);
@@ -571,7 +509,7 @@ training_on_event(void *arg, const struct offline_event *ev)
 /* Join every row with view number vi. */
 static int
 training_join_view(struct training_job *job, const struct training_spec *spec,
-    size_t vi, const struct training_csv_row *hdr, char *err, size_t errlen)
+    size_t vi, const struct csv_row *hdr, char *err, size_t errlen)
 {
 	const struct repo_view	 *v = &job->repo->views[vi];
 	char			**keys = xcalloc(job->nrows ? job->nrows : 1,
@@ -597,7 +535,7 @@ training_join_view(struct training_job *job, const struct training_spec *spec,
 		size_t	 len = 0, cap = 0;
 
 		for (size_t k = 0; k < v->njoin_keys; k++) {
-			const char *s = training_csv_field(&job->rows[r],
+			const char *s = csv_field(&job->rows[r],
 			    (size_t)cols[k]);
 
 			if (k > 0)
@@ -724,12 +662,12 @@ training_sink_open(struct training_sink *o, const char *output, char *err,
 /* Write row (NULL: the header) with its cells (or the column names). */
 static void
 training_sink_row(struct training_sink *o, const struct training_job *job,
-    const struct training_csv_row *row, char *const *cells)
+    const struct csv_row *row, char *const *cells)
 {
 	size_t	len = 0;
 
 	for (size_t i = 0; i < row->n; i++) {
-		const char *s = training_csv_field(row, i);
+		const char *s = csv_field(row, i);
 
 		if (i > 0)
 			buf_add(&o->line, &len, &o->cap, ",", 1);
@@ -815,7 +753,7 @@ training_build(const struct repo *repo, const struct training_spec *spec,
     struct training_result *res, char *err, size_t errlen)
 {
 	struct training_job	 job;
-	struct training_csv_row	 hdr;
+	struct csv_row		 hdr;
 	struct training_sink	 sink;
 	FILE			*spine = NULL;
 	size_t			 chunk = spec->chunk_rows > 0 ?
@@ -886,11 +824,12 @@ training_build(const struct repo *repo, const struct training_spec *spec,
 out:
 	if (opened)
 		training_sink_close(&sink, spec->output, 0, res, err, errlen);
+	csv_close(job.csv);
 	if (spine != NULL)
 		fclose(spine);
 	training_chunk_free(&job);
 	free(job.outs);
-	training_csv_row_free(&hdr);
+	csv_row_free(&hdr);
 	return rc;
 }
 

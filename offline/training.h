@@ -66,31 +66,6 @@ struct training_result {
 int	training_build(const struct repo *repo, const struct training_spec *spec,
 	    struct training_result *res, char *err, size_t errlen);
 
-/* A CSV record: n fields, NUL-terminated, in one buffer. */
-struct training_csv_row {
-	char		 *buf;
-	size_t		  len;
-	size_t		  cap;
-	size_t		 *off;		/* field i is buf + off[i] */
-	size_t		  n;
-	size_t		  offcap;
-	size_t		  line;		/* line where the record starts */
-};
-
-/*
- * Read one RFC 4180 record from f (quoted fields may hold commas, "" and
- * line breaks; CRLF or LF ends a record).  *line counts physical lines
- * (start it at 0).  Returns 1, 0 at end of file, or -1 with err for an
- * unterminated quote or a character after a closing quote.
- */
-int	training_csv_read(FILE *f, size_t *line, struct training_csv_row *row,
-	    char *err, size_t errlen);
-void	training_csv_row_free(struct training_csv_row *row);
-static inline const char *
-training_csv_field(const struct training_csv_row *row, size_t i)
-{
-	return row->buf + row->off[i];
-}
 /*
  * Append s (len bytes) to *buf as one CSV field, quoted when it holds a
  * comma, a quote, CR or LF, or starts or ends with a space.

@@ -18,22 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/csv.h"
 #include "common/util.h"
 #include "common/xmalloc.h"
-
-/* A growing byte buffer for one field. */
-struct ml_buf {
-	char	*s;
-	size_t	 len, cap;
-};
-
-static void
-ml_buf_add(struct ml_buf *b, char c)
-{
-	b->s = xgrow(b->s, &b->cap, b->len + 2, 1);
-	b->s[b->len++] = c;
-	b->s[b->len] = '\0';
-}
 
 static double
 ml_cell_value(const char *s)
@@ -63,145 +50,77 @@ ml_cell_value(const char *s)
 	return NAN;
 }
 
-/*
- * Read one record of fp into fields (grown as needed).  Returns the number
- * of fields, 0 at end of file, or -1 on an unterminated quote.  *line
- * counts newlines consumed.
- */
-static int
-ml_csv_record(FILE *fp, struct ml_buf **fields, size_t *cap, size_t *nf,
-    size_t *line)
+/* A reader error as "PATH:LINE[:COLUMN]: MESSAGE". */
+static void
+ml_csv_error(const struct csv_reader *r, const char *path, char *err,
+    size_t errlen)
 {
-	struct ml_buf	*f;
-	int		 c, quoted, any = 0;
+	size_t		 line, col;
+	const char	*msg = csv_error(r, &line, &col);
 
-	*nf = 0;
-	for (;;) {
-		size_t	 old = *cap;
-
-		*fields = xgrow(*fields, cap, *nf + 1, sizeof **fields);
-		if (*cap > old)
-			memset(*fields + old, 0, (*cap - old) * sizeof **fields);
-		f = &(*fields)[*nf];
-		f->s = xgrow(f->s, &f->cap, 1, 1);
-		f->s[0] = '\0';
-		f->len = 0;
-		(*nf)++;
-		quoted = 0;
-		for (;;) {
-			c = getc(fp);
-			if (c == EOF) {
-				if (quoted)
-					return -1;
-				if (!any && *nf == 1)
-					return 0;
-				return (int)*nf;
-			}
-			any = 1;
-			if (quoted) {
-				if (c == '"') {
-					c = getc(fp);
-					if (c == '"') {
-						ml_buf_add(f, '"');
-						continue;
-					}
-					quoted = 0;
-					if (c == EOF)
-						return (int)*nf;
-				} else {
-					if (c == '\n')
-						(*line)++;
-					ml_buf_add(f, (char)c);
-					continue;
-				}
-			}
-			if (c == '"' && f->len == 0) {
-				quoted = 1;
-				continue;
-			}
-			if (c == ',')
-				break;
-			if (c == '\n') {
-				(*line)++;
-				if (f->len > 0 && f->s[f->len - 1] == '\r')
-					f->s[--f->len] = '\0';
-				return (int)*nf;
-			}
-			ml_buf_add(f, (char)c);
-		}
-	}
+	if (col > 0)
+		snprintf(err, errlen, "%s:%zu:%zu: %s", path, line, col, msg);
+	else
+		snprintf(err, errlen, "%s:%zu: %s", path, line, msg);
 }
 
 struct ml_csv *
 ml_csv_load(const char *path, char *err, size_t errlen)
 {
-	struct ml_csv	*t = xcalloc(1, sizeof *t);
-	struct ml_buf	*fields = NULL;
-	size_t		 cap = 0, nf = 0, line = 1, rowcap = 0, i;
-	FILE		*fp;
-	int		 n;
+	struct ml_csv		*t = xcalloc(1, sizeof *t);
+	struct csv_reader	*r = NULL;
+	struct csv_row		 row;
+	size_t			 rowcap = 0, i;
+	char			 msg[256];
+	FILE			*fp;
+	int			 n;
 
+	memset(&row, 0, sizeof row);
 	if ((fp = fopen(path, "r")) == NULL) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
-	n = ml_csv_record(fp, &fields, &cap, &nf, &line);
-	if (n <= 0) {
-		snprintf(err, errlen, "%s:1: %s", path, n == 0 ?
-		    "empty file (no header line)" : "unterminated quote");
+	r = csv_open(fp);
+	if ((n = csv_read(r, &row, msg, sizeof msg)) <= 0) {
+		if (n == 0)
+			snprintf(err, errlen, "%s:1: empty file (no header "
+			    "line)", path);
+		else
+			ml_csv_error(r, path, err, errlen);
 		goto fail;
 	}
-	t->ncols = (size_t)n;
+	t->ncols = row.n;
 	t->cols = xcalloc(t->ncols, sizeof *t->cols);
 	for (i = 0; i < t->ncols; i++) {
-		t->cols[i] = xstrdup(fields[i].s);
+		t->cols[i] = xstrdup(csv_field(&row, i));
 		if (*t->cols[i] == '\0') {
-			snprintf(err, errlen, "%s:1: column %zu has no name",
-			    path, i + 1);
+			snprintf(err, errlen, "%s:%zu: column %zu has no name",
+			    path, row.line, i + 1);
 			goto fail;
 		}
 	}
-	for (;;) {
-		size_t	 start = line;
-
-		n = ml_csv_record(fp, &fields, &cap, &nf, &line);
-		if (n == 0)
-			break;
-		if (n < 0) {
-			snprintf(err, errlen, "%s:%zu: unterminated quote",
-			    path, start);
-			goto fail;
-		}
-		if (n == 1 && fields[0].len == 0)
-			continue;	/* blank line */
-		if ((size_t)n != t->ncols) {
-			snprintf(err, errlen, "%s:%zu: %d fields, the header "
-			    "has %zu", path, start, n, t->ncols);
-			goto fail;
-		}
+	while ((n = csv_read(r, &row, msg, sizeof msg)) > 0) {
 		t->cells = xgrow(t->cells, &rowcap, (t->nrows + 1) * t->ncols,
 		    sizeof *t->cells);
 		for (i = 0; i < t->ncols; i++)
 			t->cells[t->nrows * t->ncols + i] =
-			    ml_cell_value(fields[i].s);
+			    ml_cell_value(csv_field(&row, i));
 		t->nrows++;
 	}
-	if (ferror(fp)) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	if (n < 0) {
+		ml_csv_error(r, path, err, errlen);
 		goto fail;
 	}
+	csv_close(r);
 	fclose(fp);
-	for (i = 0; i < cap; i++)
-		free(fields[i].s);
-	free(fields);
+	csv_row_free(&row);
 	return t;
 
 fail:
+	csv_close(r);
 	if (fp != NULL)
 		fclose(fp);
-	for (i = 0; i < cap; i++)
-		free(fields[i].s);
-	free(fields);
+	csv_row_free(&row);
 	ml_csv_free(t);
 	return NULL;
 }

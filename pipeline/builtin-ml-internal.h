@@ -32,9 +32,10 @@ struct ml_csv {
 };
 
 /*
- * Read path.  Returns a table the caller frees with ml_csv_free(), or NULL
- * with "PATH:LINE: message" in err (a row with a different number of
- * fields than the header, an unterminated quote, an empty file).
+ * Read path (common/csv.h, strict RFC 4180).  Returns a table the caller
+ * frees with ml_csv_free(), or NULL with "PATH:LINE[:COLUMN]: message" in
+ * err (a row with a different number of fields than the header, an
+ * unterminated quote, text after a closing quote, an empty file).
  */
 struct ml_csv	*ml_csv_load(const char *path, char *err, size_t errlen);
 void		 ml_csv_free(struct ml_csv *t);

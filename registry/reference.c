@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/csv.h"
 #include "common/xmalloc.h"
 
 #define REF_TOP_VALUES	100
@@ -37,100 +38,18 @@ struct ref_col {
 	int64_t		 nulls;
 };
 
-/* A growing byte buffer for one field. */
-struct ref_buf {
-	char	*s;
-	size_t	 len, cap;
-};
-
+/* A reader error as "PATH:LINE[:COLUMN]: MESSAGE". */
 static void
-ref_buf_put(struct ref_buf *b, char c)
+ref_csv_error(const struct csv_reader *r, const char *path, char *err,
+    size_t errlen)
 {
-	b->s = xgrow(b->s, &b->cap, b->len + 2, 1);
-	b->s[b->len++] = c;
-	b->s[b->len] = '\0';
-}
+	size_t		 line, col;
+	const char	*msg = csv_error(r, &line, &col);
 
-/*
- * Read one CSV record into fields (strings owned by *fields, freed by the
- * next call or by the caller).  Returns the number of fields, 0 at the end
- * of the file, -1 on an unterminated quote.  *line counts newlines.
- */
-static int
-ref_read_record(FILE *f, char ***fields, size_t *capf, struct ref_buf *b,
-    int64_t *line)
-{
-	size_t	n = 0;
-	int	c, quoted = 0, any = 0, inq = 0;
-
-	b->len = 0;
-	if (b->s != NULL)
-		b->s[0] = '\0';
-	for (;;) {
-		c = getc(f);
-		if (c == EOF) {
-			if (inq)
-				return -1;
-			if (!any)
-				return 0;
-			break;
-		}
-		any = 1;
-		if (inq) {
-			if (c == '"') {
-				c = getc(f);
-				if (c == '"') {
-					ref_buf_put(b, '"');
-					continue;
-				}
-				inq = 0;
-				if (c == EOF)
-					break;
-				ungetc(c, f);
-				continue;
-			}
-			if (c == '\n')
-				(*line)++;
-			ref_buf_put(b, (char)c);
-			continue;
-		}
-		if (c == '"' && b->len == 0 && !quoted) {
-			inq = quoted = 1;
-			continue;
-		}
-		if (c == '\r') {	/* CRLF line ends */
-			if ((c = getc(f)) != '\n') {
-				if (c != EOF)
-					ungetc(c, f);
-				c = '\r';
-			}
-		}
-		if (c == ',' || c == '\n') {
-			*fields = xgrow(*fields, capf, n + 1, sizeof **fields);
-			(*fields)[n++] = xstrndup(b->s != NULL ? b->s : "",
-			    b->len);
-			b->len = 0;
-			quoted = 0;
-			if (c == '\n') {
-				(*line)++;
-				return (int)n;
-			}
-			continue;
-		}
-		ref_buf_put(b, (char)c);
-	}
-	*fields = xgrow(*fields, capf, n + 1, sizeof **fields);
-	(*fields)[n++] = xstrndup(b->s != NULL ? b->s : "", b->len);
-	return (int)n;
-}
-
-static void
-ref_free_fields(char **fields, size_t n)
-{
-	size_t	i;
-
-	for (i = 0; i < n; i++)
-		free(fields[i]);
+	if (col > 0)
+		snprintf(err, errlen, "%s:%zu:%zu: %s", path, line, col, msg);
+	else
+		snprintf(err, errlen, "%s:%zu: %s", path, line, msg);
 }
 
 static int
@@ -317,15 +236,16 @@ json_t *
 registry_reference_from_csv(const char *csv_path, json_t *features,
     const char *label, int bins, char *err, size_t errlen)
 {
-	FILE		 *f;
-	struct ref_buf	  b = { NULL, 0, 0 };
-	struct ref_col	 *cols = NULL;
-	char		**hdr = NULL, **row = NULL;
-	size_t		  caph = 0, capr = 0, nhdr = 0, ncols = 0, i, k;
-	size_t		 *idx = NULL;	/* cols[k] is header column idx[k] */
-	json_t		 *out = NULL, *fo, *name;
-	int64_t		  line = 1, rowline, nrows = 0;
-	int		  n;
+	FILE			*f;
+	struct csv_reader	*r;
+	struct csv_row		 hdr, row;
+	struct ref_col		*cols = NULL;
+	size_t			 nhdr = 0, ncols = 0, i, k;
+	size_t			*idx = NULL;	/* cols[k] is header column idx[k] */
+	json_t			*out = NULL, *fo, *name;
+	int64_t			 nrows = 0;
+	char			 msg[256];
+	int			 n;
 
 	if (bins <= 0)
 		bins = 10;
@@ -340,13 +260,18 @@ registry_reference_from_csv(const char *csv_path, json_t *features,
 		snprintf(err, errlen, "%s: %s", csv_path, strerror(errno));
 		return NULL;
 	}
-	if ((n = ref_read_record(f, &hdr, &caph, &b, &line)) <= 0) {
-		snprintf(err, errlen, "%s:1: %s", csv_path, n == 0 ?
-		    "empty file (a header row is needed)" :
-		    "unterminated quote");
+	memset(&hdr, 0, sizeof hdr);
+	memset(&row, 0, sizeof row);
+	r = csv_open(f);
+	if ((n = csv_read(r, &hdr, msg, sizeof msg)) <= 0) {
+		if (n == 0)
+			snprintf(err, errlen, "%s:1: empty file (a header row "
+			    "is needed)", csv_path);
+		else
+			ref_csv_error(r, csv_path, err, errlen);
 		goto out;
 	}
-	nhdr = (size_t)n;
+	nhdr = hdr.n;
 	/* Choose the columns. */
 	if (features != NULL) {
 		cols = xcalloc(json_array_size(features) + 1, sizeof *cols);
@@ -358,7 +283,8 @@ registry_reference_from_csv(const char *csv_path, json_t *features,
 				goto out;
 			}
 			for (i = 0; i < nhdr; i++)
-				if (strcmp(hdr[i], json_string_value(name)) == 0)
+				if (strcmp(csv_field(&hdr, i),
+				    json_string_value(name)) == 0)
 					break;
 			if (i == nhdr) {
 				snprintf(err, errlen, "%s:1: no column \"%s\" "
@@ -367,16 +293,17 @@ registry_reference_from_csv(const char *csv_path, json_t *features,
 				goto out;
 			}
 			idx[ncols] = i;
-			cols[ncols++].name = hdr[i];
+			cols[ncols++].name = csv_field(&hdr, i);
 		}
 	} else {
 		cols = xcalloc(nhdr, sizeof *cols);
 		idx = xcalloc(nhdr, sizeof *idx);
 		for (i = 0; i < nhdr; i++) {
-			if (label != NULL && strcmp(hdr[i], label) == 0)
+			if (label != NULL &&
+			    strcmp(csv_field(&hdr, i), label) == 0)
 				continue;
 			idx[ncols] = i;
-			cols[ncols++].name = hdr[i];
+			cols[ncols++].name = csv_field(&hdr, i);
 		}
 	}
 	for (k = 0; k < ncols; k++) {
@@ -384,30 +311,14 @@ registry_reference_from_csv(const char *csv_path, json_t *features,
 		cols[k].counts = json_object();
 	}
 
-	for (;;) {
-		rowline = line;
-		n = ref_read_record(f, &row, &capr, &b, &line);
-		if (n == 0)
-			break;
-		if (n < 0) {
-			snprintf(err, errlen, "%s:%lld: unterminated quote",
-			    csv_path, (long long)rowline);
-			goto out;
-		}
-		if (n == 1 && row[0][0] == '\0') {	/* blank line */
-			free(row[0]);
-			continue;
-		}
-		if ((size_t)n != nhdr) {
-			snprintf(err, errlen, "%s:%lld: %d fields, the header "
-			    "has %zu", csv_path, (long long)rowline, n, nhdr);
-			ref_free_fields(row, (size_t)n);
-			goto out;
-		}
+	while ((n = csv_read(r, &row, msg, sizeof msg)) > 0) {
 		for (k = 0; k < ncols; k++)
-			ref_add(&cols[k], row[idx[k]]);
-		ref_free_fields(row, (size_t)n);
+			ref_add(&cols[k], csv_field(&row, idx[k]));
 		nrows++;
+	}
+	if (n < 0) {
+		ref_csv_error(r, csv_path, err, errlen);
+		goto out;
 	}
 	if (ferror(f)) {
 		snprintf(err, errlen, "%s: %s", csv_path, strerror(errno));
@@ -422,6 +333,7 @@ registry_reference_from_csv(const char *csv_path, json_t *features,
 	out = json_pack("{s:I, s:i, s:o}", "rows", (json_int_t)nrows,
 	    "bins", bins, "features", fo);
 out:
+	csv_close(r);
 	fclose(f);
 	for (k = 0; k < ncols; k++) {
 		free(cols[k].vals);
@@ -429,9 +341,7 @@ out:
 	}
 	free(cols);
 	free(idx);
-	ref_free_fields(hdr, nhdr);
-	free(hdr);
-	free(row);
-	free(b.s);
+	csv_row_free(&hdr);
+	csv_row_free(&row);
 	return out;
 }

@@ -164,7 +164,8 @@ test_csv_bad(void **state)
 		{ "a,b\n1,2\n3\n", ":3: 1 fields, the header has 2" },
 		{ "a,b\n1,2,3\n", ":2: 3 fields, the header has 2" },
 		{ "a,,c\n", ":1: column 2 has no name" },
-		{ "a,b\n1,\"2\n\n", ":2: unterminated quote" },
+		{ "a,b\n1,\"2\n\n", ":2:3: unterminated quoted field" },
+		{ "a,b\n1,\"2\" \n", ":2:6: text after closing quote" },
 		{ "a,b\n\"x\ny\",1\n5\n", ":4: 1 fields, the header has 2" },
 	};
 	size_t	i;

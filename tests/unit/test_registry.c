@@ -663,8 +663,9 @@ test_reference_numeric_and_categorical(void **state)
 	p += sprintf(p, "user_id,x,city,label,sparse\r\n");
 	/* x = 1..200; city: 150 distinct values, "paris" most frequent */
 	for (i = 1; i <= 200; i++)
-		p += sprintf(p, "u%zu,%zu,%s%zu,%d,%s\r\n", i, i,
-		    i <= 50 ? "\"paris, fr\"" : "c", i <= 50 ? (size_t)0 : i,
+		p += sprintf(p, "u%zu,%zu,%s%zu%s,%d,%s\r\n", i, i,
+		    i <= 50 ? "\"paris, fr" : "c", i <= 50 ? (size_t)0 : i,
+		    i <= 50 ? "\"" : "",
 		    (int)(i % 2), i % 4 == 0 ? "2.5" : "");
 	ref = reference(f, csv, "[\"x\", \"city\", \"sparse\"]", NULL, 4,
 	    err, sizeof err);
@@ -738,7 +739,8 @@ test_reference_errors(void **state)
 	} cases[] = {
 		{ "", NULL, ":1: empty file (a header row is needed)" },
 		{ "a,b\n1,2\n3\n", NULL, ":3: 1 fields, the header has 2" },
-		{ "a,b\n1,2\n\"3,4\n", NULL, ":3: unterminated quote" },
+		{ "a,b\n1,2\n\"3,4\n", NULL, ":3:1: unterminated quoted field" },
+		{ "a,b\n\"1\"x,2\n", NULL, ":2:4: text after closing quote" },
 		{ "a,b\n1,2\n", "[\"c\"]", ":1: no column \"c\" in the header" },
 	};
 	struct fixture	*f = *state;

@@ -1,6 +1,7 @@
 /*
  * test_training: the replay API (features/replay.c) and the training-set
- * generator with its CSV reader and writer (offline/training.c).
+ * generator with its CSV writer (offline/training.c; the reader is
+ * common/csv.c, tested in test_csv.c).
  *
  * A small JSON feature repo is written to a temporary directory: view
  * user_clicks over source clicks (user_id, price, page) with one window of
@@ -117,80 +118,6 @@ fx_teardown(void **state)
 }
 
 /* ---------------------------------------------------------------- CSV */
-
-static FILE *
-csv_file(const char *text)
-{
-	FILE	*f = tmpfile();
-
-	assert_non_null(f);
-	fputs(text, f);
-	rewind(f);
-	return f;
-}
-
-static void
-test_csv_read(void **state)
-{
-	FILE			*f = csv_file("a,\"b,c\",\"d\"\"e\"\r\n"
-				    "\"multi\nline\",,x\n"
-				    "last,row");
-	struct training_csv_row	 row;
-	size_t			 line = 0;
-	char			 err[128];
-
-	(void)state;
-	memset(&row, 0, sizeof row);
-	assert_int_equal(training_csv_read(f, &line, &row, err, sizeof err), 1);
-	assert_int_equal(row.n, 3);
-	assert_int_equal(row.line, 1);
-	assert_string_equal(training_csv_field(&row, 0), "a");
-	assert_string_equal(training_csv_field(&row, 1), "b,c");
-	assert_string_equal(training_csv_field(&row, 2), "d\"e");
-	assert_int_equal(training_csv_read(f, &line, &row, err, sizeof err), 1);
-	assert_int_equal(row.n, 3);
-	assert_int_equal(row.line, 2);
-	assert_string_equal(training_csv_field(&row, 0), "multi\nline");
-	assert_string_equal(training_csv_field(&row, 1), "");
-	assert_string_equal(training_csv_field(&row, 2), "x");
-	assert_int_equal(training_csv_read(f, &line, &row, err, sizeof err), 1);
-	assert_int_equal(row.line, 4);
-	assert_int_equal(row.n, 2);
-	assert_string_equal(training_csv_field(&row, 1), "row");
-	assert_int_equal(training_csv_read(f, &line, &row, err, sizeof err), 0);
-	training_csv_row_free(&row);
-	fclose(f);
-}
-
-static void
-test_csv_read_errors(void **state)
-{
-	static const struct {
-		const char	*text;
-		const char	*msg;
-	} cases[] = {
-		{ "a,b\n\"open,c\n", "line 2: unterminated quoted field" },
-		{ "a,\"b\"c\n", "line 1: character after a closing quote" },
-	};
-	char	err[128];
-
-	(void)state;
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		FILE			*f = csv_file(cases[i].text);
-		struct training_csv_row	 row;
-		size_t			 line = 0;
-		int			 rc;
-
-		memset(&row, 0, sizeof row);
-		while ((rc = training_csv_read(f, &line, &row, err,
-		    sizeof err)) == 1)
-			;
-		assert_int_equal(rc, -1);
-		assert_string_equal(err, cases[i].msg);
-		training_csv_row_free(&row);
-		fclose(f);
-	}
-}
 
 static void
 test_csv_write(void **state)
@@ -586,9 +513,11 @@ test_training_errors(void **state)
 		  ":3: row 2, column event_timestamp: bad timestamp "
 		  "\"yesterday\" (epoch milliseconds or RFC 3339)" },
 		{ "user_id,event_timestamp\nu1,1,x\n", FEATURES,
-		  ":2: row 1 has 3 fields, the header 2" },
+		  ":2: 3 fields, the header has 2" },
 		{ "user_id,event_timestamp\nu1,\"1\n", FEATURES,
-		  ": line 2: unterminated quoted field" },
+		  ":2:4: unterminated quoted field" },
+		{ "user_id,event_timestamp\nu1,\"1\"x\n", FEATURES,
+		  ":2:7: text after closing quote" },
 		{ "", FEATURES,
 		  ": empty file (a header line is needed)" },
 	};
@@ -867,8 +796,6 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_csv_read),
-		cmocka_unit_test(test_csv_read_errors),
 		cmocka_unit_test(test_csv_write),
 		cmocka_unit_test(test_csv_values),
 		cmocka_unit_test_setup_teardown(test_replay_window_edges,
