@@ -275,20 +275,37 @@ util_split_hostport(const char *addr, char *host, size_t hostlen, int *port)
 int
 util_fmt_i64(char *dst, size_t room, int64_t v)
 {
-	char		 tmp[24];
-	uint64_t	 u = v < 0 ? -(uint64_t)v : (uint64_t)v;
-	size_t		 n = sizeof tmp;
+	static const char	digits[] =
+	    "00010203040506070809101112131415161718192021222324"
+	    "25262728293031323334353637383940414243444546474849"
+	    "50515253545556575859606162636465666768697071727374"
+	    "75767778798081828384858687888990919293949596979899";
+	uint64_t		u = v < 0 ? -(uint64_t)v : (uint64_t)v, p10;
+	size_t			n = 1;
+	char			*p;
 
-	do {
-		tmp[--n] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u != 0);
+	/* Count the digits by comparison, then write them two a step from
+	 * the end straight into dst: keys are rendered once per event. */
+	for (p10 = 10; n < 20 && u >= p10; n++)
+		p10 *= 10;
 	if (v < 0)
-		tmp[--n] = '-';
-	if (sizeof tmp - n > room)
+		n++;
+	if (n > room)
 		return -1;
-	memcpy(dst, tmp + n, sizeof tmp - n);
-	return (int)(sizeof tmp - n);
+	p = dst + n;
+	while (u >= 100) {
+		p -= 2;
+		memcpy(p, digits + (u % 100) * 2, 2);
+		u /= 100;
+	}
+	if (u >= 10) {
+		p -= 2;
+		memcpy(p, digits + u * 2, 2);
+	} else
+		*--p = (char)('0' + u);
+	if (v < 0)
+		*--p = '-';
+	return (int)n;
 }
 
 void

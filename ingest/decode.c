@@ -312,43 +312,13 @@ key_append(struct ingest_decoder *d, size_t *len, const char *s, size_t n)
 	*len += n;
 }
 
-/*
- * Append v in decimal, as util_fmt_i64 writes it, two digits a step
- * straight into the key: integer keys are the common case, and the digit
- * loop was a quarter of an Avro decode.
- */
+/* Append v in decimal. */
 static void
 key_append_i64(struct ingest_decoder *d, size_t *len, int64_t v)
 {
-	static const char	digits[] =
-	    "00010203040506070809101112131415161718192021222324"
-	    "25262728293031323334353637383940414243444546474849"
-	    "50515253545556575859606162636465666768697071727374"
-	    "75767778798081828384858687888990919293949596979899";
-	uint64_t		u = v < 0 ? -(uint64_t)v : (uint64_t)v, t;
-	size_t			n = 1;
-	char			*p;
-
-	for (t = u; t >= 10 && n < 20; n++)
-		t /= 10;
-	if (v < 0)
-		n++;
-	if (d->keycap < *len + n + 2)
-		d->keybuf = xgrow(d->keybuf, &d->keycap, *len + n + 2, 1);
-	p = d->keybuf + *len + n;
-	*len += n;
-	while (u >= 100) {
-		p -= 2;
-		memcpy(p, digits + (u % 100) * 2, 2);
-		u /= 100;
-	}
-	if (u >= 10) {
-		p -= 2;
-		memcpy(p, digits + u * 2, 2);
-	} else
-		*--p = (char)('0' + u);
-	if (v < 0)
-		*--p = '-';
+	if (d->keycap < *len + 22)
+		d->keybuf = xgrow(d->keybuf, &d->keycap, *len + 22, 1);
+	*len += (size_t)util_fmt_i64(d->keybuf + *len, 21, v);
 }
 
 /* Judge the raws and fill out. */

@@ -21,8 +21,10 @@
 static void
 test_fmt_i64(void **state)
 {
-	static const int64_t	 v[] = { 0, 7, -1, 10, -10, 123456789,
-	    INT64_MAX, INT64_MIN, INT64_MIN + 1 };
+	static const int64_t	 v[] = { 0, 7, -1, 9, 10, -10, 99, 100, -99,
+	    -100, 101, 999, 1000, 123456789, 99999, 100000, 1000000000000000000,
+	    999999999999999999, -1000000000000000000, INT64_MAX, INT64_MIN,
+	    INT64_MIN + 1 };
 	char			 got[32], want[32];
 	int			 n;
 
@@ -38,6 +40,18 @@ test_fmt_i64(void **state)
 		assert_int_equal(util_fmt_i64(got, strlen(want), v[i]), n);
 		assert_int_equal(util_fmt_i64(got, strlen(want) - 1, v[i]), -1);
 	}
+	/* Every power of ten, one less, and their negatives. */
+	for (int64_t p = 1, k = 0; k < 19; k++, p *= 10)
+		for (int64_t d = -1; d <= 1; d++) {
+			int64_t	x = p + d;
+
+			for (int neg = 0; neg < 2; neg++, x = -x) {
+				n = util_fmt_i64(got, sizeof got, x);
+				snprintf(want, sizeof want, "%" PRId64, x);
+				assert_int_equal(n, (int)strlen(want));
+				assert_memory_equal(got, want, (size_t)n);
+			}
+		}
 }
 
 static void
