@@ -41,7 +41,7 @@ test_fmt_i64(void **state)
 		assert_int_equal(util_fmt_i64(got, strlen(want) - 1, v[i]), -1);
 	}
 	/* Every power of ten, one less, and their negatives. */
-	for (int64_t p = 1, k = 0; k < 19; k++, p *= 10)
+	for (int64_t p = 1, k = 0; k < 19; k++, p = k < 19 ? p * 10 : p)
 		for (int64_t d = -1; d <= 1; d++) {
 			int64_t	x = p + d;
 
