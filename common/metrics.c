@@ -42,6 +42,9 @@
 #include "common/util.h"
 #include "common/xmalloc.h"
 
+/* metric_observe_many() counts locally up to this many buckets. */
+#define METRICS_OBSERVE_MANY_BUCKETS	64
+
 #define METRICS_PREFIX		"mlopsd_"
 #define METRICS_HASH_SEED	0x6d6c6f7073640a01ULL
 #define METRICS_TABLE_MIN	8
@@ -641,6 +644,42 @@ metric_observe(struct metric *s, double v)
 	}
 	atomic_fetch_add_explicit(&s->counts[lo], 1, memory_order_relaxed);
 	metrics_atomic_add(&s->bits, v);
+}
+
+void
+metric_observe_many(struct metric *s, const double *v, size_t n)
+{
+	const double	*b = s->family->buckets;
+	size_t		 nb = s->family->nbuckets;
+	uint64_t	 counts[METRICS_OBSERVE_MANY_BUCKETS] = { 0 };
+	double		 sum = 0;
+
+	metrics_check_type(s, s->type == METRIC_HISTOGRAM,
+	    "metric_observe_many");
+	if (nb >= METRICS_OBSERVE_MANY_BUCKETS) {
+		for (size_t i = 0; i < n; i++)
+			metric_observe(s, v[i]);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t	lo = 0, hi = nb, mid;
+
+		while (lo < hi) {
+			mid = lo + (hi - lo) / 2;
+			if (v[i] <= b[mid])
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+		counts[lo]++;
+		sum += v[i];
+	}
+	for (size_t i = 0; i <= nb; i++)
+		if (counts[i] > 0)
+			atomic_fetch_add_explicit(&s->counts[i], counts[i],
+			    memory_order_relaxed);
+	if (n > 0)
+		metrics_atomic_add(&s->bits, sum);
 }
 
 static uint64_t

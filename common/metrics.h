@@ -49,6 +49,10 @@ void	metric_inc(struct metric *s);			/* counter, gauge */
 void	metric_add(struct metric *s, double v);		/* counter (v >= 0), gauge */
 void	metric_set(struct metric *s, double v);		/* gauge */
 void	metric_observe(struct metric *s, double v);	/* histogram */
+/* n observations with one atomic add per bucket hit and one to the sum:
+   the same counts as n metric_observe() calls (the sum may differ in its
+   last bits).  Any thread. */
+void	metric_observe_many(struct metric *s, const double *v, size_t n);
 double	metric_value(const struct metric *s);		/* counter, gauge; histogram:
 							   its count.  For tests */
 

@@ -4,7 +4,8 @@
  * Memory: per shard a chained hash table of entities keyed by (view, key);
  * an entity holds its aggregation state (agg.c) and a dirty mark.  Each
  * shard has one writer (an ingest shard thread) and a reader-writer lock
- * that the writer takes per event and lookups take for reading, so
+ * that the writer holds around each event, or around a run of at most a
+ * few hundred events (store_write_lock), and lookups take for reading, so
  * lookups never see a half-applied event and shards never contend.
  *
  * Disk: one SQLite database in WAL mode.  A checkpoint writes the encoded
@@ -49,7 +50,8 @@ struct store_entity {
 struct store_shard {
 	/*
 	 * lock: taken for writing by the shard's writer around each change
-	 * of the table or of an entity state, for reading by lookups.
+	 * of the table or of an entity state (or a short run of them), for
+	 * reading by lookups.
 	 */
 	pthread_rwlock_t	  lock;
 	struct store_entity	**buckets;
@@ -176,7 +178,13 @@ int
 store_shard_of(const struct store *s, size_t view, const char *key,
     size_t keylen)
 {
-	return (int)(store_key_hash(s, view, key, keylen) >> 40) % s->nshards;
+	return store_shard_of_hash(s, store_key_hash(s, view, key, keylen));
+}
+
+int
+store_shard_of_hash(const struct store *s, uint64_t hash)
+{
+	return (int)(hash >> 40) % s->nshards;
 }
 
 static struct store_entity *
@@ -879,33 +887,56 @@ store_apply_hashed(struct store *s, int shard, size_t view, const char *key,
     const struct agg_value *fields, char *err, size_t errlen)
 {
 	struct store_shard	*sh = &s->shards[shard];
-	const struct agg_plan	*plan = s->views[view].plan;
-	struct store_entity	*e;
 	int			 rc;
 
-	/* Reads of the table need no lock: this thread is its only writer. */
+	pthread_rwlock_wrlock(&sh->lock);
+	rc = store_apply_locked(s, shard, view, key, keylen, h, ts, partition,
+	    offset, fields, err, errlen);
+	pthread_rwlock_unlock(&sh->lock);
+	return rc;
+}
+
+void
+store_write_lock(struct store *s, int shard)
+{
+	pthread_rwlock_wrlock(&s->shards[shard].lock);
+}
+
+void
+store_write_unlock(struct store *s, int shard)
+{
+	pthread_rwlock_unlock(&s->shards[shard].lock);
+}
+
+int
+store_apply_locked(struct store *s, int shard, size_t view, const char *key,
+    size_t keylen, uint64_t h, int64_t ts, int32_t partition, int64_t offset,
+    const struct agg_value *fields, char *err, size_t errlen)
+{
+	struct store_shard	*sh = &s->shards[shard];
+	const struct agg_plan	*plan = s->views[view].plan;
+	struct store_entity	*e;
+	struct agg_state	*st;
+	int			 rc;
+
 	e = shard_find(sh, h, view, key, keylen);
 	if (e == NULL) {
-		if (agg_check_event(plan, fields, err, errlen) != 0)
-			return -1;
-		pthread_rwlock_wrlock(&sh->lock);
-		e = shard_insert(s, sh, h, view, key, keylen,
-		    agg_state_new(plan));
-		rc = agg_state_add(plan, e->st, ts, partition, offset, fields,
+		/*
+		 * A new entity is filled before it enters the table: when
+		 * nothing is applied (a bad or too old event) it never
+		 * appears.  agg_state_add() checks the event's types.
+		 */
+		st = agg_state_new(plan);
+		rc = agg_state_add(plan, st, ts, partition, offset, fields,
 		    err, errlen);
 		if (rc != AGG_ADD_OK) {
-			/* Nothing was applied: the entity must not appear. */
-			shard_unlink(sh, e);
-			pthread_rwlock_unlock(&sh->lock);
-			entity_free(s, e);
+			agg_state_free(plan, st);
 			return rc;
 		}
-	} else {
-		pthread_rwlock_wrlock(&sh->lock);
+		e = shard_insert(s, sh, h, view, key, keylen, st);
+	} else
 		rc = agg_state_add(plan, e->st, ts, partition, offset, fields,
 		    err, errlen);
-	}
-	pthread_rwlock_unlock(&sh->lock);
 	if (rc == AGG_ADD_OK)
 		shard_mark_dirty(sh, e);
 	return rc;

@@ -49,6 +49,7 @@
 #define INGEST_DLQ_FLUSH_MS	2000	/* one dead-letter flush attempt */
 #define INGEST_STOP_BUDGET_MS	4000	/* default opt.stop_budget_ms */
 #define INGEST_PREFETCH_STAGES	4	/* store_prefetch() stages ahead */
+#define INGEST_LOCK_RUN		128	/* events per hold of a shard's lock */
 
 /* One view fed by a source: where its key parts are in the source's fields. */
 struct ingest_view {
@@ -94,6 +95,7 @@ struct shard_item {
 	uint32_t	 source;
 	int32_t		 shard;		/* store shard */
 	int32_t		 partition;
+	uint64_t	 hash;		/* store_hash() of (view, key) */
 	int64_t		 offset;
 	int64_t		 ts;
 	size_t		 key;		/* arena offset */
@@ -133,6 +135,11 @@ struct ingest_shard {
 	/* Shard thread only: per-source counts not yet added to metrics. */
 	uint64_t		*nok, *nlate, *nbad;
 	int64_t			 last_evict_ms;
+	/* Shard thread only: store shards whose write lock it holds. */
+	unsigned char		*locked;	/* by store shard */
+	int			*held;
+	size_t			 nheld;
+	double			*fresh;		/* INGEST_LOCK_RUN ages */
 };
 
 struct ingest {
@@ -437,8 +444,9 @@ shard_dispatch(struct ingest *in, size_t si, size_t view, const char *key,
     size_t keylen, const struct ingest_event *ev, int32_t partition,
     int64_t offset)
 {
-	int			 shard = store_shard_of(in->store, view, key,
+	uint64_t		 hash = store_hash(in->store, view, key,
 				    keylen);
+	int			 shard = store_shard_of_hash(in->store, hash);
 	struct ingest_shard	*t = &in->shards[shard % in->nthreads];
 	struct shard_batch	*b;
 	struct shard_item	*it;
@@ -453,6 +461,7 @@ shard_dispatch(struct ingest *in, size_t si, size_t view, const char *key,
 	it->view = (uint32_t)view;
 	it->source = (uint32_t)si;
 	it->shard = shard;
+	it->hash = hash;
 	it->partition = partition;
 	it->offset = offset;
 	it->ts = ev->ts_ms;
@@ -610,64 +619,74 @@ shard_add_counts(struct ingest_shard *t)
 	}
 }
 
+/* Release the shard locks a run of events took (shard_apply_batch). */
+static void
+shard_unlock_run(struct ingest_shard *t)
+{
+	for (size_t j = 0; j < t->nheld; j++) {
+		t->locked[t->held[j]] = 0;
+		store_write_unlock(t->in->store, t->held[j]);
+	}
+	t->nheld = 0;
+}
+
+/*
+ * Apply a batch.  Each store shard's write lock is taken at the first
+ * event of a run of INGEST_LOCK_RUN events that needs it and released at
+ * the run's end, not once per event: lookups of a shard wait at most one
+ * run (tens of microseconds).  The freshness histogram is fed once per
+ * run too.
+ */
 static void
 shard_apply_batch(struct ingest_shard *t, struct shard_batch *b)
 {
 	struct ingest	*in = t->in;
 	int64_t		 now = util_now_ms();
 	char		 err[256];
-	uint64_t	 hash[INGEST_PREFETCH_STAGES + 1];
+	size_t		 nfresh = 0;
 
 	/*
 	 * A software pipeline over the entity table's dependent misses:
 	 * while event i is applied, event i + 1 gets its tiles prefetched,
-	 * i + 2 its state, i + 3 its entity and i + 4 its bucket (hashes in
-	 * a ring of the next stages' events).
+	 * i + 2 its state, i + 3 its entity and i + 4 its bucket.  The
+	 * table only changes under the lock of its shard's single writer,
+	 * this thread, so the hints need no lock.
 	 */
 	for (size_t j = 0; j < INGEST_PREFETCH_STAGES && j < b->n; j++) {
 		struct shard_item *it = &b->items[j];
 
-		hash[j] = store_hash(in->store, it->view,
-		    (const char *)b->arena + it->key, it->keylen);
 		for (size_t st = 0; st < INGEST_PREFETCH_STAGES - j; st++)
-			store_prefetch(in->store, it->shard, hash[j], (int)st);
+			store_prefetch(in->store, it->shard, it->hash, (int)st);
 	}
 	for (size_t i = 0; i < b->n; i++) {
 		struct shard_item	*it = &b->items[i];
 		struct agg_value	*vals = (struct agg_value *)(void *)
 					    (b->arena + it->vals);
 		size_t			 nf = in->sources[it->source].src->nfields;
-		uint64_t		 h = hash[i % (INGEST_PREFETCH_STAGES + 1)];
 		int			 rc;
 
-		if (i + INGEST_PREFETCH_STAGES < b->n) {
-			struct shard_item *ahead =
-			    &b->items[i + INGEST_PREFETCH_STAGES];
-
-			hash[(i + INGEST_PREFETCH_STAGES) %
-			    (INGEST_PREFETCH_STAGES + 1)] = store_hash(in->store,
-			    ahead->view, (const char *)b->arena + ahead->key,
-			    ahead->keylen);
-		}
 		for (size_t st = 0; st < INGEST_PREFETCH_STAGES; st++) {
 			size_t a = i + INGEST_PREFETCH_STAGES - st;
 
-			if (a < b->n && a > i)
+			if (a < b->n)
 				store_prefetch(in->store, b->items[a].shard,
-				    hash[a % (INGEST_PREFETCH_STAGES + 1)],
-				    (int)st);
+				    b->items[a].hash, (int)st);
 		}
 		for (size_t f = 0; f < nf; f++)
 			if (vals[f].type == AGG_STRING)
 				vals[f].u.s.ptr = (const char *)b->arena +
 				    (uintptr_t)vals[f].u.s.ptr;
-		rc = store_apply_hashed(in->store, it->shard, it->view,
-		    (const char *)b->arena + it->key, it->keylen, h, it->ts,
-		    it->partition, it->offset, vals, err, sizeof err);
+		if (!t->locked[it->shard]) {
+			store_write_lock(in->store, it->shard);
+			t->locked[it->shard] = 1;
+			t->held[t->nheld++] = it->shard;
+		}
+		rc = store_apply_locked(in->store, it->shard, it->view,
+		    (const char *)b->arena + it->key, it->keylen, it->hash,
+		    it->ts, it->partition, it->offset, vals, err, sizeof err);
 		if (rc == AGG_ADD_OK) {
 			t->nok[it->source]++;
-			metric_observe(in->m_fresh,
-			    (double)(now - it->ts) / 1000.0);
+			t->fresh[nfresh++] = (double)(now - it->ts) / 1000.0;
 		} else if (rc == AGG_ADD_TOO_OLD)
 			t->nlate[it->source]++;
 		else {
@@ -676,7 +695,14 @@ shard_apply_batch(struct ingest_shard *t, struct shard_batch *b)
 			log_warn("ingest", "view %s: %s",
 			    in->repo->views[it->view].name, err);
 		}
+		if (i % INGEST_LOCK_RUN == INGEST_LOCK_RUN - 1) {
+			shard_unlock_run(t);
+			metric_observe_many(in->m_fresh, t->fresh, nfresh);
+			nfresh = 0;
+		}
 	}
+	shard_unlock_run(t);
+	metric_observe_many(in->m_fresh, t->fresh, nfresh);
 	shard_add_counts(t);
 }
 
@@ -1560,6 +1586,11 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 		t->nok = xcalloc(in->nsources + 1, sizeof *t->nok);
 		t->nlate = xcalloc(in->nsources + 1, sizeof *t->nlate);
 		t->nbad = xcalloc(in->nsources + 1, sizeof *t->nbad);
+		t->locked = xcalloc((size_t)store_nshards(store),
+		    sizeof *t->locked);
+		t->held = xcalloc((size_t)store_nshards(store),
+		    sizeof *t->held);
+		t->fresh = xcalloc(INGEST_LOCK_RUN, sizeof *t->fresh);
 	}
 
 	/* The consumer. */
@@ -1803,6 +1834,9 @@ ingest_free(struct ingest *in)
 		free(t->nok);
 		free(t->nlate);
 		free(t->nbad);
+		free(t->locked);
+		free(t->held);
+		free(t->fresh);
 		pthread_mutex_destroy(&t->lock);
 		pthread_cond_destroy(&t->work);
 		pthread_cond_destroy(&t->space);

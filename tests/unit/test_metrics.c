@@ -106,6 +106,45 @@ test_render_exact(void **state)
 	metrics_free(m);
 }
 
+/* metric_observe_many() counts exactly as one metric_observe() per value. */
+static void
+test_observe_many(void **state)
+{
+	static const double	 buckets[] = { 0.005, 0.1, 1 };
+	static const double	 v[] = { 0.00390625, 0.0625, 0.0625, 0.005, 2,
+				    0.5 };
+	struct metrics		*m = metrics_new();
+	struct metric_family	*h;
+	struct metric		*one, *many;
+
+	(void)state;
+	h = metrics_histogram(m, "mlopsd_x_seconds", "Help.", "how", buckets,
+	    3);
+	one = metric_get(h, "one");
+	many = metric_get(h, "many");
+	for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+		metric_observe(one, v[i]);
+	metric_observe_many(many, v, 0);	/* nothing */
+	metric_observe_many(many, v, 2);
+	metric_observe_many(many, v + 2, 4);
+	assert_render(m,
+	    "# HELP mlopsd_x_seconds Help.\n"
+	    "# TYPE mlopsd_x_seconds histogram\n"
+	    "mlopsd_x_seconds_bucket{how=\"many\",le=\"0.005\"} 2\n"
+	    "mlopsd_x_seconds_bucket{how=\"many\",le=\"0.1\"} 4\n"
+	    "mlopsd_x_seconds_bucket{how=\"many\",le=\"1\"} 5\n"
+	    "mlopsd_x_seconds_bucket{how=\"many\",le=\"+Inf\"} 6\n"
+	    "mlopsd_x_seconds_sum{how=\"many\"} 2.63390625\n"
+	    "mlopsd_x_seconds_count{how=\"many\"} 6\n"
+	    "mlopsd_x_seconds_bucket{how=\"one\",le=\"0.005\"} 2\n"
+	    "mlopsd_x_seconds_bucket{how=\"one\",le=\"0.1\"} 4\n"
+	    "mlopsd_x_seconds_bucket{how=\"one\",le=\"1\"} 5\n"
+	    "mlopsd_x_seconds_bucket{how=\"one\",le=\"+Inf\"} 6\n"
+	    "mlopsd_x_seconds_sum{how=\"one\"} 2.63390625\n"
+	    "mlopsd_x_seconds_count{how=\"one\"} 6\n");
+	metrics_free(m);
+}
+
 static void
 test_render_empty(void **state)
 {
@@ -924,6 +963,7 @@ main(void)
 		cmocka_unit_test(test_misuse_aborts),
 		cmocka_unit_test(test_concurrent_increments),
 		cmocka_unit_test(test_concurrent_observes),
+		cmocka_unit_test(test_observe_many),
 		cmocka_unit_test(test_concurrent_lookups),
 		cmocka_unit_test(test_promtool_accepts_render),
 	};
