@@ -1650,6 +1650,118 @@ test_concurrent_lookups(void **state)
 }
 
 /*
+ * Eviction walks a shard without its lock and takes it per entity it
+ * changes, while lookups run: a key is found with its one event until it
+ * is evicted, and never after; at the end every entity is gone.
+ */
+#define CE_ENTITIES	20000
+
+static void *
+ce_evicter(void *arg)
+{
+	struct cc_thread	*t = arg;
+	struct cc		*cc = t->cc;
+
+	while (atomic_load(&cc->lookups) < 1000 && !atomic_load(&cc->failed))
+		;
+	for (int s = 0; s < store_nshards(cc->x->s); s++)
+		store_evict(cc->x->s, s, T0 + 2 * DAY);
+	atomic_store(&cc->done, 1);
+	return NULL;
+}
+
+static void *
+ce_reader(void *arg)
+{
+	struct cc_thread	*t = arg;
+	struct cc		*cc = t->cc;
+	char			*gone = xcalloc(CE_ENTITIES, 1);
+	unsigned		 r = (unsigned)(uintptr_t)&r;
+	char			 key[32], err[256];
+
+	while (!atomic_load(&cc->done) && !atomic_load(&cc->failed)) {
+		json_t			*val = NULL;
+		enum store_status	 st;
+		int64_t			 as_of = T0, ets;
+		int			 e;
+		size_t			 kl;
+
+		r = r * 1103515245u + 12345u;
+		e = (int)((r >> 8) % CE_ENTITIES);
+		kl = (size_t)snprintf(key, sizeof key, "e%d", e);
+		if (store_lookup(cc->x->s, cc->view, key, kl, &as_of, 1,
+		    cc->outs, 1, &val, &st, &ets, err, sizeof err) != 0) {
+			cc_fail(t, "lookup: %s", err);
+			json_decref(val);
+			break;
+		}
+		atomic_fetch_add(&cc->lookups, 1);
+		if (st == STORE_NOT_FOUND)
+			gone[e] = 1;
+		else if (gone[e] || st != STORE_PRESENT ||
+		    json_integer_value(val) != 1)
+			cc_fail(t, "%s: status %d, count_1d %lld after %s", key,
+			    (int)st, (long long)json_integer_value(val),
+			    gone[e] ? "eviction" : "one event");
+		json_decref(val);
+	}
+	free(gone);
+	return NULL;
+}
+
+static void
+test_evict_concurrent_lookups(void **state)
+{
+	struct fx			 x;
+	struct cc			 cc;
+	struct cc_thread		 th[3];
+	pthread_t			 tid[3];
+	const struct repo_view		*v;
+	const struct repo_source	*src;
+	struct agg_value		 vals[16];
+	char				 key[32], err[256];
+
+	(void)state;
+	fx_init(&x, repo_base);
+	memset(&cc, 0, sizeof cc);
+	cc.x = &x;
+	cc.view = view_index(&x, "user_clicks");
+	assert_int_equal(repo_output_find(x.repo, "user_clicks:clicks_1d", &v,
+	    &cc.outs[0].feature, &cc.outs[0].window), 0);
+	src = repo_source_find(x.repo, "clicks");
+	memset(vals, 0, sizeof vals);
+	for (int e = 0; e < CE_ENTITIES; e++) {
+		size_t	kl = (size_t)snprintf(key, sizeof key, "e%d", e);
+
+		set_field(src, vals, "user_id", v_str(key));
+		set_field(src, vals, "price", v_num(1));
+		set_field(src, vals, "page", v_str(key));
+		assert_int_equal(store_apply(x.s, store_shard_of(x.s, cc.view,
+		    key, kl), cc.view, key, kl, T0, 0, e, vals, err,
+		    sizeof err), AGG_ADD_OK);
+	}
+	memset(th, 0, sizeof th);
+	for (int i = 0; i < 3; i++) {
+		th[i].cc = &cc;
+		assert_int_equal(pthread_create(&tid[i], NULL, i < 2 ?
+		    ce_reader : ce_evicter, &th[i]), 0);
+	}
+	for (int i = 0; i < 3; i++)
+		pthread_join(tid[i], NULL);
+	for (int i = 0; i < 3; i++)
+		if (th[i].fail[0] != '\0')
+			fail_msg("%s", th[i].fail);
+	assert_int_equal(store_view_entities(x.s, cc.view), 0);
+	assert_text(&x, "user_clicks:clicks_1d", "e0", T0 + 2 * DAY,
+	    STORE_NOT_FOUND, "null");
+	/* The checkpoint after it deletes every row. */
+	checkpoint(&x, -1, -1);
+	assert_int_equal(db_rows(&x, "SELECT count(*) FROM entity WHERE view "
+	    "= ?", "user_clicks"), 0);
+	fx_free(&x);
+}
+
+/*
  * ingest reads stored offsets on every assignment, on the consumer
  * thread, while the writer thread may be committing a checkpoint: the
  * store's one SQLite connection must take that.
@@ -2013,6 +2125,7 @@ main(void)
 		cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_ckpt_abort),
 		cmocka_unit_test(test_concurrent_lookups),
+		cmocka_unit_test(test_evict_concurrent_lookups),
 		cmocka_unit_test(test_offsets_while_committing),
 		cmocka_unit_test(test_api_get),
 		cmocka_unit_test(test_api_wide_view),
