@@ -17,12 +17,16 @@
  * both schemas are the same.  So each wanted reader field is matched to a
  * writer field by name or alias, or falls back to the reader's default
  * (kept as JSON); Avro C only checks that the two field types resolve.
- * Datums are read with the writer schema into one generic value per
- * writer id, and a reader float/double field turns ints into doubles (the
- * one promotion that changes what the aggregations see).  Per message we
- * only point the memory reader at the payload and read into the same
- * value; strings land in buffers Avro C reuses from one message to the
- * next.
+ * Datums are read straight from their bytes by a plan, the writer schema
+ * compiled once per writer id into a flat array of nodes (see
+ * plan_compile): wanted fields are read into raws, the others skipped by
+ * walking their bytes, with every length, count, branch and symbol
+ * checked, and no Avro C call or allocation per message.  Whatever the
+ * plan does not read (a malformed datum, a wanted field of a type no
+ * feature reads, a recursive writer schema) goes through Avro C's generic
+ * value layer, which words the reason as it always did; tests compare the
+ * two on generated datums.  A reader float/double field turns ints into
+ * doubles (the one promotion that changes what the aggregations see).
  *
  * JSON: a single-pass scanner (json_scan) reads the top-level object,
  * validating as it goes, and keeps only the wanted members; their strings
