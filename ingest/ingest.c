@@ -56,6 +56,9 @@ struct ingest_view {
 	size_t		 view;		/* index in the repo */
 	size_t		*keyidx;	/* per join key, index in fields */
 	size_t		 nkeys;
+	/* Consumer thread only: the key of the event being decided. */
+	char		*key;		/* INGEST_KEYMAX bytes */
+	size_t		 keylen;
 };
 
 struct ingest_source {
@@ -160,6 +163,15 @@ struct ingest {
 	struct ingest_part	*parts;
 	size_t			 nparts, partcap;
 	_Atomic int		 assigned_once;
+	/*
+	 * Consumer thread only: the partition and source of the last
+	 * message.  Messages come in runs of one partition, and partitions
+	 * are never removed from the table, so an index stays valid.
+	 */
+	const rd_kafka_topic_t	*last_rkt;
+	int32_t			 last_partition;
+	size_t			 last_part;
+	size_t			 last_source;
 
 	struct ingest_held	*held;
 	size_t			 nheld, heldcap;
@@ -201,7 +213,6 @@ struct ingest {
 	struct metric		*m_fresh;
 	struct metric		*m_dlq_fail;
 	struct metric		*m_ckpt_fail;
-	char			 keybuf[INGEST_KEYMAX];
 };
 
 static int	ingest_checkpoint(struct ingest *in, int wait);
@@ -303,39 +314,38 @@ dead_letter(struct ingest *in, const rd_kafka_message_t *msg,
 /* Applying events. */
 
 /*
- * Render view v's key from the decoded fields; -1 when it cannot.  This
- * runs once or twice per event and view, hence no snprintf.
+ * Render view v's key from the decoded fields into v->key; -1 when it
+ * cannot.  This runs once per event and view, hence no snprintf.
  */
 static int
-view_key(struct ingest *in, const struct ingest_view *v,
-    const struct agg_value *vals, size_t *len)
+view_key(struct ingest_view *v, const struct agg_value *vals)
 {
-	size_t	n = 0;
+	char	*kb = v->key;
+	size_t	 n = 0;
 
 	for (size_t k = 0; k < v->nkeys; k++) {
 		const struct agg_value	*x = &vals[v->keyidx[k]];
 		int			 w;
 
 		if (k > 0) {
-			if (n + 1 >= sizeof in->keybuf)
+			if (n + 1 >= INGEST_KEYMAX)
 				return -1;
-			in->keybuf[n++] = '|';
+			kb[n++] = '|';
 		}
 		if (x->type == AGG_INT) {
-			w = util_fmt_i64(in->keybuf + n, sizeof in->keybuf - n - 1,
-			    x->u.i);
+			w = util_fmt_i64(kb + n, INGEST_KEYMAX - n - 1, x->u.i);
 			if (w < 0)
 				return -1;
 			n += (size_t)w;
 		} else if (x->type == AGG_STRING) {
-			if (n + x->u.s.len >= sizeof in->keybuf)
+			if (n + x->u.s.len >= INGEST_KEYMAX)
 				return -1;
-			memcpy(in->keybuf + n, x->u.s.ptr, x->u.s.len);
+			memcpy(kb + n, x->u.s.ptr, x->u.s.len);
 			n += x->u.s.len;
 		} else
 			return -1;
 	}
-	*len = n;
+	v->keylen = n;
 	return 0;
 }
 
@@ -430,7 +440,8 @@ arena_reserve(struct shard_batch *b, size_t n)
 {
 	size_t	off = (b->alen + 7) & ~(size_t)7;
 
-	b->arena = xgrow(b->arena, &b->acap, off + n, 1);
+	if (off + n > b->acap)
+		b->arena = xgrow(b->arena, &b->acap, off + n, 1);
 	b->alen = off + n;
 	return off;
 }
@@ -453,10 +464,14 @@ shard_dispatch(struct ingest *in, size_t si, size_t view, const char *key,
 	struct agg_value	*vals;
 	size_t			 voff;
 
+	size_t			 need, soff;
+
 	if (t->cur == NULL)
 		t->cur = shard_batch_get(t);
 	b = t->cur;
-	b->items = xgrow(b->items, &b->cap, b->n + 1, sizeof *b->items);
+	if (b->n == b->cap)
+		b->items = xgrow(b->items, &b->cap, INGEST_SHARD_BATCH,
+		    sizeof *b->items);
 	it = &b->items[b->n++];
 	it->view = (uint32_t)view;
 	it->source = (uint32_t)si;
@@ -466,22 +481,31 @@ shard_dispatch(struct ingest *in, size_t si, size_t view, const char *key,
 	it->offset = offset;
 	it->ts = ev->ts_ms;
 	it->keylen = keylen;
-	it->key = arena_reserve(b, keylen);
-	memcpy(b->arena + it->key, key, keylen);
-	voff = arena_reserve(b, ev->nvalues * sizeof *vals);
+	/*
+	 * One reservation per event: the values (8-byte aligned), then the
+	 * key and the strings packed after them.
+	 */
+	need = ev->nvalues * sizeof *vals + keylen;
+	for (size_t i = 0; i < ev->nvalues; i++)
+		if (ev->values[i].type == AGG_STRING)
+			need += ev->values[i].u.s.len;
+	voff = arena_reserve(b, need);
+	vals = (struct agg_value *)(void *)(b->arena + voff);
 	it->vals = voff;
-	memcpy(b->arena + voff, ev->values, ev->nvalues * sizeof *vals);
+	memcpy(vals, ev->values, ev->nvalues * sizeof *vals);
+	soff = voff + ev->nvalues * sizeof *vals;
+	it->key = soff;
+	memcpy(b->arena + soff, key, keylen);
+	soff += keylen;
 	for (size_t i = 0; i < ev->nvalues; i++) {
 		const struct agg_value	*v = &ev->values[i];
-		size_t			 soff;
 
 		if (v->type != AGG_STRING)
 			continue;
-		soff = arena_reserve(b, v->u.s.len);
 		memcpy(b->arena + soff, v->u.s.ptr, v->u.s.len);
-		/* The arena may move: an offset until the shard fixes it. */
-		vals = (struct agg_value *)(void *)(b->arena + voff);
+		/* An offset until the shard fixes it: the arena may move. */
 		vals[i].u.s.ptr = (const char *)(uintptr_t)soff;
+		soff += v->u.s.len;
 	}
 	if (b->n >= INGEST_SHARD_BATCH) {
 		shard_push(t, b);
@@ -503,14 +527,11 @@ ingest_accept(struct ingest *in, size_t si, const struct ingest_event *ev,
     int32_t partition, int64_t offset)
 {
 	struct ingest_source	*s = &in->sources[si];
-	size_t			 klen;
 
-	for (size_t i = 0; i < s->nviews; i++) {
-		/* Cannot fail: ingest_decide() rendered every key. */
-		view_key(in, &s->views[i], ev->values, &klen);
-		shard_dispatch(in, si, s->views[i].view, in->keybuf, klen, ev,
-		    partition, offset);
-	}
+	/* ingest_decide() rendered every view's key. */
+	for (size_t i = 0; i < s->nviews; i++)
+		shard_dispatch(in, si, s->views[i].view, s->views[i].key,
+		    s->views[i].keylen, ev, partition, offset);
 }
 
 /*
@@ -527,7 +548,6 @@ ingest_decide(struct ingest *in, size_t si, const void *payload, size_t len,
 	struct ingest_event	 ev;
 	enum ingest_reason	 code;
 	int			 rc;
-	size_t			 klen;
 
 	rc = ingest_decode(s->dec, payload, len, &ev, &code, reason, reasonlen);
 	if (rc == INGEST_RETRY)
@@ -547,7 +567,7 @@ ingest_decide(struct ingest *in, size_t si, const void *payload, size_t len,
 	for (size_t i = 0; i < s->nviews; i++) {
 		char tmp[256];
 
-		if (view_key(in, &s->views[i], ev.values, &klen) != 0) {
+		if (view_key(&s->views[i], ev.values) != 0) {
 			snprintf(reason, reasonlen, "bad_key: key of view %s "
 			    "is too long", in->repo->views[s->views[i].view].name);
 			return R_BAD;
@@ -870,11 +890,23 @@ static int
 handle_message(struct ingest *in, rd_kafka_message_t *msg, int64_t now)
 {
 	const char		*topic = rd_kafka_topic_name(msg->rkt);
-	struct ingest_part	*p = part_get(in, topic, msg->partition);
-	size_t			 si = source_of(in, topic);
+	struct ingest_part	*p;
+	size_t			 si;
 	char			 reason[512];
 	enum ingest_result	 r;
 	int64_t			 ts = 0;
+
+	if (msg->rkt == in->last_rkt && msg->partition == in->last_partition) {
+		p = &in->parts[in->last_part];
+		si = in->last_source;
+	} else {
+		p = part_get(in, topic, msg->partition);
+		si = source_of(in, topic);
+		in->last_rkt = msg->rkt;
+		in->last_partition = msg->partition;
+		in->last_part = (size_t)(p - in->parts);
+		in->last_source = si;
+	}
 
 	if (msg->offset < p->next)
 		return 0;	/* seen already (a seek replay) */
@@ -1471,6 +1503,8 @@ setup_sources(struct ingest *in, char *err, size_t errlen)
 			iv = &s->views[s->nviews++];
 			iv->view = v;
 			iv->nkeys = view->njoin_keys;
+			iv->key = xmalloc(INGEST_KEYMAX);
+			iv->keylen = 0;
 			iv->keyidx = xcalloc(view->njoin_keys,
 			    sizeof *iv->keyidx);
 			for (size_t k = 0; k < view->njoin_keys; k++) {
@@ -1800,8 +1834,10 @@ ingest_free(struct ingest *in)
 		rd_kafka_destroy(in->dlq);
 	for (size_t i = 0; i < in->nsources; i++) {
 		ingest_decoder_free(in->sources[i].dec);
-		for (size_t v = 0; v < in->sources[i].nviews; v++)
+		for (size_t v = 0; v < in->sources[i].nviews; v++) {
 			free(in->sources[i].views[v].keyidx);
+			free(in->sources[i].views[v].key);
+		}
 		free(in->sources[i].views);
 	}
 	free(in->sources);
