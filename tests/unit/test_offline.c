@@ -36,6 +36,7 @@
 #include "common/metrics.h"
 #include "common/util.h"
 #include "common/xmalloc.h"
+#include "features/agg-internal.h"
 #include "features/features.h"
 #include "features/store.h"
 #include "offline/offline.h"
@@ -394,6 +395,67 @@ commit_batch(struct fx *x, struct offline_batch *b, size_t expect)
 }
 
 /* Every type, NULL, strings with '|' and UTF-8, two sources, round trip. */
+/*
+ * The outbox record as the first writer encoded it, one agg_buf_put_*
+ * call per item: rows already in online.db are in this format, so the
+ * writer's output must stay byte for byte the same.
+ */
+static void
+ref_event(struct agg_buf *o, size_t si, int32_t partition, int64_t offset,
+    int64_t ts, const struct repo_source *s, const struct agg_value *f)
+{
+	uint8_t	tag;
+
+	agg_buf_put_varint(o, si);
+	agg_buf_put_svarint(o, partition);
+	agg_buf_put_svarint(o, offset);
+	agg_buf_put_svarint(o, ts);
+	for (size_t i = 0; i < s->nfields; i++) {
+		switch (f[i].type) {
+		case AGG_INT:
+			tag = 1;
+			agg_buf_put(o, &tag, 1);
+			agg_buf_put_svarint(o, f[i].u.i);
+			break;
+		case AGG_DOUBLE:
+			tag = 2;
+			agg_buf_put(o, &tag, 1);
+			agg_buf_put(o, &f[i].u.d, sizeof f[i].u.d);
+			break;
+		case AGG_BOOL:
+			tag = f[i].u.b ? 4 : 3;
+			agg_buf_put(o, &tag, 1);
+			break;
+		case AGG_STRING:
+			tag = 5;
+			agg_buf_put(o, &tag, 1);
+			agg_buf_put_varint(o, f[i].u.s.len);
+			agg_buf_put(o, f[i].u.s.ptr, f[i].u.s.len);
+			break;
+		default:
+			tag = 0;
+			agg_buf_put(o, &tag, 1);
+			break;
+		}
+	}
+}
+
+static void
+ref_source(struct agg_buf *o, const struct repo_source *s)
+{
+	uint8_t	type;
+
+	agg_buf_put_varint(o, strlen(s->name));
+	agg_buf_put(o, s->name, strlen(s->name));
+	agg_buf_put_varint(o, s->nfields);
+	for (size_t f = 0; f < s->nfields; f++) {
+		agg_buf_put_varint(o, strlen(s->fields[f].name));
+		agg_buf_put(o, s->fields[f].name, strlen(s->fields[f].name));
+		type = (uint8_t)s->fields[f].type;
+		agg_buf_put(o, &type, 1);
+	}
+}
+
 static void
 test_batch_roundtrip(void **state)
 {
@@ -443,6 +505,27 @@ test_batch_roundtrip(void **state)
 	for (size_t i = 0; i < cs->nfields; i++)
 		assert_value(&got.e[2].v[i], &f[0][i]);
 	evs_free(&got);
+
+	/* The bytes are those of the first writer (ref_event()). */
+	{
+		struct agg_buf	ref = { 0 };
+
+		agg_buf_put(&ref, "MOB1", 4);
+		agg_buf_put_varint(&ref, 2);
+		ref_source(&ref, cs);
+		ref_source(&ref, os);
+		agg_buf_put_varint(&ref, 3);
+		click(f[0], cs, -42, vd(-0.1), INT32_MIN, 1,
+		    vs("a|b \xc3\xa9\xe2\x82\xac"));
+		ref_event(&ref, 0, 3, INT64_C(1) << 40, T0, cs, f[0]);
+		order(f[1], os, vs("s|1"), vi(INT64_MAX), vn());
+		ref_event(&ref, 1, 0, 0, -5, os, f[1]);
+		click(f[0], cs, 7, vn(), 0, 0, vn());
+		ref_event(&ref, 0, 1, 9, T0 + 1, cs, f[0]);
+		assert_int_equal(rows[0].len, ref.len);
+		assert_memory_equal(rows[0].data, ref.data, ref.len);
+		agg_buf_free(&ref);
+	}
 
 	/* Every truncation and a flipped magic fail cleanly. */
 	for (size_t len = 0; len < rows[0].len; len++) {
