@@ -188,6 +188,8 @@ struct ingest {
 
 	struct ingest_shard	*shards;
 	int			 nthreads;
+	struct ingest_shard	**shard_thread;	/* by store shard: no division
+						   per event */
 	_Atomic int		 barrier_left;	/* shards yet to pass it */
 
 	/*
@@ -458,13 +460,11 @@ shard_dispatch(struct ingest *in, size_t si, size_t view, const char *key,
 	uint64_t		 hash = store_hash(in->store, view, key,
 				    keylen);
 	int			 shard = store_shard_of_hash(in->store, hash);
-	struct ingest_shard	*t = &in->shards[shard % in->nthreads];
+	struct ingest_shard	*t = in->shard_thread[shard];
 	struct shard_batch	*b;
 	struct shard_item	*it;
 	struct agg_value	*vals;
-	size_t			 voff;
-
-	size_t			 need, soff;
+	size_t			 voff, need, soff;
 
 	if (t->cur == NULL)
 		t->cur = shard_batch_get(t);
@@ -1626,6 +1626,10 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 		    sizeof *t->held);
 		t->fresh = xcalloc(INGEST_LOCK_RUN, sizeof *t->fresh);
 	}
+	in->shard_thread = xcalloc((size_t)store_nshards(store),
+	    sizeof *in->shard_thread);
+	for (int s = 0; s < store_nshards(store); s++)
+		in->shard_thread[s] = &in->shards[s % in->nthreads];
 
 	/* The consumer. */
 	if ((kc = kafka_conf(cfg, err, errlen)) == NULL)
@@ -1878,6 +1882,7 @@ ingest_free(struct ingest *in)
 		pthread_cond_destroy(&t->space);
 	}
 	free(in->shards);
+	free(in->shard_thread);
 	pthread_mutex_destroy(&in->part_lock);
 	pthread_mutex_destroy(&in->wlock);
 	pthread_cond_destroy(&in->wcond);
