@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +49,9 @@
 #define INGEST_SHARD_THREADS	2	/* default number of shard threads */
 #define INGEST_DLQ_FLUSH_MS	2000	/* one dead-letter flush attempt */
 #define INGEST_STOP_BUDGET_MS	4000	/* default opt.stop_budget_ms */
-#define INGEST_PREFETCH_STAGES	4	/* store_prefetch() stages ahead */
+#define INGEST_PREFETCH_STAGES	4	/* store_prefetch() stages */
+#define INGEST_PREFETCH_GAP	2	/* events between two stages */
+#define INGEST_PREFETCH_AHEAD	(INGEST_PREFETCH_STAGES * INGEST_PREFETCH_GAP)
 #define INGEST_LOCK_RUN		128	/* events per hold of a shard's lock */
 
 /* One view fed by a source: where its key parts are in the source's fields. */
@@ -667,31 +670,32 @@ shard_apply_batch(struct ingest_shard *t, struct shard_batch *b)
 
 	/*
 	 * A software pipeline over the entity table's dependent misses:
-	 * while event i is applied, event i + 1 gets its tiles prefetched,
-	 * i + 2 its state, i + 3 its entity and i + 4 its bucket.  The
-	 * table only changes under the lock of its shard's single writer,
-	 * this thread, so the hints need no lock.
+	 * while event i is applied, event i + G gets its tiles prefetched,
+	 * i + 2G its state, i + 3G its entity and i + 4G its bucket (G =
+	 * INGEST_PREFETCH_GAP events for each miss to arrive before the
+	 * next stage reads it).  The table only changes under the lock of
+	 * its shard's single writer, this thread, so the hints need no
+	 * lock.  i starts negative to fill the pipeline.
 	 */
-	for (size_t j = 0; j < INGEST_PREFETCH_STAGES && j < b->n; j++) {
-		struct shard_item *it = &b->items[j];
-
-		for (size_t st = 0; st < INGEST_PREFETCH_STAGES - j; st++)
-			store_prefetch(in->store, it->shard, it->hash, (int)st);
-	}
-	for (size_t i = 0; i < b->n; i++) {
-		struct shard_item	*it = &b->items[i];
-		struct agg_value	*vals = (struct agg_value *)(void *)
-					    (b->arena + it->vals);
-		size_t			 nf = in->sources[it->source].src->nfields;
+	for (ptrdiff_t i = -INGEST_PREFETCH_AHEAD; i < (ptrdiff_t)b->n; i++) {
+		struct shard_item	*it;
+		struct agg_value	*vals;
+		size_t			 nf;
 		int			 rc;
 
-		for (size_t st = 0; st < INGEST_PREFETCH_STAGES; st++) {
-			size_t a = i + INGEST_PREFETCH_STAGES - st;
+		for (int st = 0; st < INGEST_PREFETCH_STAGES; st++) {
+			ptrdiff_t a = i + (INGEST_PREFETCH_STAGES - st) *
+			    INGEST_PREFETCH_GAP;
 
-			if (a < b->n)
+			if (a >= 0 && a < (ptrdiff_t)b->n)
 				store_prefetch(in->store, b->items[a].shard,
-				    b->items[a].hash, (int)st);
+				    b->items[a].hash, st);
 		}
+		if (i < 0)
+			continue;
+		it = &b->items[i];
+		vals = (struct agg_value *)(void *)(b->arena + it->vals);
+		nf = in->sources[it->source].src->nfields;
 		for (size_t f = 0; f < nf; f++)
 			if (vals[f].type == AGG_STRING)
 				vals[f].u.s.ptr = (const char *)b->arena +
