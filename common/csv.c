@@ -383,3 +383,16 @@ fail:
 		snprintf(err, errlen, "line %zu: %s", r->errline, r->errmsg);
 	return -1;
 }
+
+void
+csv_format_error(const struct csv_reader *r, const char *path, char *err,
+    size_t errlen)
+{
+	size_t		 line, col;
+	const char	*msg = csv_error(r, &line, &col);
+
+	if (col > 0)
+		snprintf(err, errlen, "%s:%zu:%zu: %s", path, line, col, msg);
+	else
+		snprintf(err, errlen, "%s:%zu: %s", path, line, msg);
+}

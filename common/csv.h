@@ -65,6 +65,9 @@ int	csv_read(struct csv_reader *r, struct csv_row *row, char *err,
  */
 const char	*csv_error(const struct csv_reader *r, size_t *line,
 		    size_t *col);
+/* The last error as "PATH:LINE[:COLUMN]: MESSAGE" into err. */
+void		 csv_format_error(const struct csv_reader *r, const char *path,
+		    char *err, size_t errlen);
 /* Records read so far, the header included. */
 size_t	csv_records(const struct csv_reader *r);
 

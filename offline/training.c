@@ -91,20 +91,6 @@ struct training_job {
 
 /* ---------------------------------------------------------------- CSV */
 
-/* A reader error as "PATH:LINE[:COLUMN]: MESSAGE". */
-static void
-training_csv_error(const struct csv_reader *r, const char *path, char *err,
-    size_t errlen)
-{
-	size_t		 line, col;
-	const char	*msg = csv_error(r, &line, &col);
-
-	if (col > 0)
-		snprintf(err, errlen, "%s:%zu:%zu: %s", path, line, col, msg);
-	else
-		snprintf(err, errlen, "%s:%zu: %s", path, line, msg);
-}
-
 static void
 buf_add(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
 {
@@ -270,7 +256,7 @@ training_open_spine(struct training_job *job, const char *path,
 			snprintf(err, errlen, "%s: empty file (a header line "
 			    "is needed)", path);
 		else
-			training_csv_error(job->csv, path, err, errlen);
+			csv_format_error(job->csv, path, err, errlen);
 		goto fail;
 	}
 	if ((*tscol = training_find_column(hdr, TRAINING_TS_COLUMN)) < 0) {
@@ -320,7 +306,7 @@ training_read_rows(struct training_job *job, FILE *f, const char *path,
 		if ((r = csv_read(job->csv, &scratch, msg, sizeof msg)) <= 0) {
 			if (r == 0)
 				break;
-			training_csv_error(job->csv, path, err, errlen);
+			csv_format_error(job->csv, path, err, errlen);
 			goto fail;
 		}
 		/* The chunk keeps an exact-size copy; scratch is reused. */

@@ -50,20 +50,6 @@ ml_cell_value(const char *s)
 	return NAN;
 }
 
-/* A reader error as "PATH:LINE[:COLUMN]: MESSAGE". */
-static void
-ml_csv_error(const struct csv_reader *r, const char *path, char *err,
-    size_t errlen)
-{
-	size_t		 line, col;
-	const char	*msg = csv_error(r, &line, &col);
-
-	if (col > 0)
-		snprintf(err, errlen, "%s:%zu:%zu: %s", path, line, col, msg);
-	else
-		snprintf(err, errlen, "%s:%zu: %s", path, line, msg);
-}
-
 struct ml_csv *
 ml_csv_load(const char *path, char *err, size_t errlen)
 {
@@ -86,7 +72,7 @@ ml_csv_load(const char *path, char *err, size_t errlen)
 			snprintf(err, errlen, "%s:1: empty file (no header "
 			    "line)", path);
 		else
-			ml_csv_error(r, path, err, errlen);
+			csv_format_error(r, path, err, errlen);
 		goto fail;
 	}
 	t->ncols = row.n;
@@ -108,7 +94,7 @@ ml_csv_load(const char *path, char *err, size_t errlen)
 		t->nrows++;
 	}
 	if (n < 0) {
-		ml_csv_error(r, path, err, errlen);
+		csv_format_error(r, path, err, errlen);
 		goto fail;
 	}
 	csv_close(r);

@@ -38,20 +38,6 @@ struct ref_col {
 	int64_t		 nulls;
 };
 
-/* A reader error as "PATH:LINE[:COLUMN]: MESSAGE". */
-static void
-ref_csv_error(const struct csv_reader *r, const char *path, char *err,
-    size_t errlen)
-{
-	size_t		 line, col;
-	const char	*msg = csv_error(r, &line, &col);
-
-	if (col > 0)
-		snprintf(err, errlen, "%s:%zu:%zu: %s", path, line, col, msg);
-	else
-		snprintf(err, errlen, "%s:%zu: %s", path, line, msg);
-}
-
 static int
 ref_is_null(const char *s)
 {
@@ -268,7 +254,7 @@ registry_reference_from_csv(const char *csv_path, json_t *features,
 			snprintf(err, errlen, "%s:1: empty file (a header row "
 			    "is needed)", csv_path);
 		else
-			ref_csv_error(r, csv_path, err, errlen);
+			csv_format_error(r, csv_path, err, errlen);
 		goto out;
 	}
 	nhdr = hdr.n;
@@ -317,7 +303,7 @@ registry_reference_from_csv(const char *csv_path, json_t *features,
 		nrows++;
 	}
 	if (n < 0) {
-		ref_csv_error(r, csv_path, err, errlen);
+		csv_format_error(r, csv_path, err, errlen);
 		goto out;
 	}
 	if (ferror(f)) {
