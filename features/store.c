@@ -167,9 +167,8 @@ store_exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
 	return 0;
 }
 
-static uint64_t
-store_key_hash(const struct store *s, size_t view, const char *key,
-    size_t keylen)
+uint64_t
+store_hash(const struct store *s, size_t view, const char *key, size_t keylen)
 {
 	return util_hash64(key, keylen, s->seed ^ (view * 0x9e3779b97f4a7c15ull));
 }
@@ -178,7 +177,7 @@ int
 store_shard_of(const struct store *s, size_t view, const char *key,
     size_t keylen)
 {
-	return store_shard_of_hash(s, store_key_hash(s, view, key, keylen));
+	return store_shard_of_hash(s, store_hash(s, view, key, keylen));
 }
 
 int
@@ -553,7 +552,7 @@ store_load_entities(struct store *s, int retried, char *err, size_t errlen)
 			    v->source->topic);
 			continue;
 		}
-		h = store_key_hash(s, vi, key ? key : "", keylen);
+		h = store_hash(s, vi, key ? key : "", keylen);
 		sh = &s->shards[(h >> 40) % s->nshards];
 		shard_insert(s, sh, h, vi, key ? key : "", keylen, st);
 		n++;
@@ -838,12 +837,6 @@ store_held_free(struct store_held *h, size_t n)
 	free(h);
 }
 
-uint64_t
-store_hash(const struct store *s, size_t view, const char *key, size_t keylen)
-{
-	return store_key_hash(s, view, key, keylen);
-}
-
 void
 store_prefetch(struct store *s, int shard, uint64_t hash, int stage)
 {
@@ -876,23 +869,13 @@ store_apply(struct store *s, int shard, size_t view, const char *key,
     size_t keylen, int64_t ts, int32_t partition, int64_t offset,
     const struct agg_value *fields, char *err, size_t errlen)
 {
-	return store_apply_hashed(s, shard, view, key, keylen,
-	    store_key_hash(s, view, key, keylen), ts, partition, offset,
-	    fields, err, errlen);
-}
+	int	rc;
 
-int
-store_apply_hashed(struct store *s, int shard, size_t view, const char *key,
-    size_t keylen, uint64_t h, int64_t ts, int32_t partition, int64_t offset,
-    const struct agg_value *fields, char *err, size_t errlen)
-{
-	struct store_shard	*sh = &s->shards[shard];
-	int			 rc;
-
-	pthread_rwlock_wrlock(&sh->lock);
-	rc = store_apply_locked(s, shard, view, key, keylen, h, ts, partition,
-	    offset, fields, err, errlen);
-	pthread_rwlock_unlock(&sh->lock);
+	store_write_lock(s, shard);
+	rc = store_apply_locked(s, shard, view, key, keylen,
+	    store_hash(s, view, key, keylen), ts, partition, offset, fields,
+	    err, errlen);
+	store_write_unlock(s, shard);
 	return rc;
 }
 
@@ -1449,7 +1432,7 @@ store_lookup_fn(struct store *s, size_t view, const char *key, size_t keylen,
 {
 	static const struct agg_value	 null = { .type = AGG_NULL };
 	const struct store_view_rt	*v = &s->views[view];
-	uint64_t			 h = store_key_hash(s, view, key, keylen);
+	uint64_t			 h = store_hash(s, view, key, keylen);
 	struct store_shard		*sh = &s->shards[(h >> 40) % s->nshards];
 	struct store_entity		*e;
 	struct agg_value		 val;

@@ -78,15 +78,7 @@ int		 store_apply(struct store *s, int shard, size_t view,
 		    int32_t partition, int64_t offset,
 		    const struct agg_value *fields, char *err, size_t errlen);
 /*
- * The same with the key's hash from store_hash() (computed once for the
- * prefetch stages and the apply).
- */
-int		 store_apply_hashed(struct store *s, int shard, size_t view,
-		    const char *key, size_t keylen, uint64_t hash, int64_t ts,
-		    int32_t partition, int64_t offset,
-		    const struct agg_value *fields, char *err, size_t errlen);
-/*
- * store_apply_hashed() for a writer that already holds the shard's write
+ * store_apply() for a writer that already holds the shard's write
  * lock (store_write_lock): a shard thread takes it once for a run of
  * events instead of once per event.  Lookups of the shard wait while it
  * is held, so a run must stay short (a few hundred events, tens of
@@ -98,6 +90,11 @@ int		 store_apply_locked(struct store *s, int shard, size_t view,
 		    const struct agg_value *fields, char *err, size_t errlen);
 void		 store_write_lock(struct store *s, int shard);
 void		 store_write_unlock(struct store *s, int shard);
+/*
+ * The hash of (view, key) the store's table uses, for callers that pass
+ * it on (store_apply_locked, store_shard_of_hash, store_prefetch) instead
+ * of hashing again.  Any thread.
+ */
 uint64_t	 store_hash(const struct store *s, size_t view, const char *key,
 		    size_t keylen);
 /* The shard of a key from its store_hash(): store_shard_of() without the
