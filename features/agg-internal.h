@@ -189,6 +189,27 @@ void		 agg_buf_put(struct agg_buf *b, const void *p, size_t len);
 void		 agg_buf_put_varint(struct agg_buf *b, uint64_t v);
 void		 agg_buf_put_svarint(struct agg_buf *b, int64_t v);
 
+/*
+ * The same encodings written at p, which has room (10 bytes at most);
+ * the byte after.  For hot paths that reserve a record's room once.
+ */
+static inline uint8_t *
+agg_put_varint(uint8_t *p, uint64_t v)
+{
+	while (v >= 0x80) {
+		*p++ = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	*p++ = (uint8_t)v;
+	return p;
+}
+
+static inline uint8_t *
+agg_put_svarint(uint8_t *p, int64_t v)
+{
+	return agg_put_varint(p, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+}
+
 /* A bounded reader; `bad` becomes 1 on reading past the end. */
 struct agg_rd {
 	const uint8_t	*p;

@@ -1805,16 +1805,8 @@ void
 agg_buf_put_varint(struct agg_buf *b, uint64_t v)
 {
 	uint8_t	c[10];
-	size_t	n = 0;
 
-	do {
-		c[n] = (uint8_t)(v & 0x7f);
-		v >>= 7;
-		if (v != 0)
-			c[n] |= 0x80;
-		n++;
-	} while (v != 0);
-	agg_buf_put(b, c, n);
+	agg_buf_put(b, c, (size_t)(agg_put_varint(c, v) - c));
 }
 
 void

@@ -140,24 +140,6 @@ batch_seal(struct offline_batch *b)
 	b->nsrcs = 0;
 }
 
-/* Write v as a varint at p; the byte after it. */
-static inline uint8_t *
-put_varint(uint8_t *p, uint64_t v)
-{
-	while (v >= 0x80) {
-		*p++ = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	*p++ = (uint8_t)v;
-	return p;
-}
-
-static inline uint8_t *
-put_svarint(uint8_t *p, int64_t v)
-{
-	return put_varint(p, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
-}
-
 /*
  * Runs once per accepted event on the consumer thread: the bound of the
  * record's size is reserved in one step and the record written straight
@@ -181,17 +163,17 @@ offline_batch_add(struct offline_batch *b, const struct repo_source *src,
 	if (o->cap - o->len < max)
 		o->data = xgrow(o->data, &o->cap, o->len + max, 1);
 	p = o->data + o->len;
-	p = put_varint(p, batch_src(b, src));
-	p = put_svarint(p, partition);
-	p = put_svarint(p, offset);
-	p = put_svarint(p, ts);
+	p = agg_put_varint(p, batch_src(b, src));
+	p = agg_put_svarint(p, partition);
+	p = agg_put_svarint(p, offset);
+	p = agg_put_svarint(p, ts);
 	for (size_t i = 0; i < src->nfields; i++) {
 		const struct agg_value *v = &fields[i];
 
 		switch (v->type) {
 		case AGG_INT:
 			*p++ = TAG_INT;
-			p = put_svarint(p, v->u.i);
+			p = agg_put_svarint(p, v->u.i);
 			break;
 		case AGG_DOUBLE:
 			*p++ = TAG_DOUBLE;
@@ -203,7 +185,7 @@ offline_batch_add(struct offline_batch *b, const struct repo_source *src,
 			break;
 		case AGG_STRING:
 			*p++ = TAG_STRING;
-			p = put_varint(p, v->u.s.len);
+			p = agg_put_varint(p, v->u.s.len);
 			if (v->u.s.len > 0)
 				memcpy(p, v->u.s.ptr, v->u.s.len);
 			p += v->u.s.len;
