@@ -575,9 +575,9 @@ offline_stop(struct offline *o, int64_t budget_ms)
 	pthread_cond_broadcast(&o->wcond);
 	pthread_mutex_unlock(&o->wlock);
 	/*
-	 * One ship may hold a whole checkpoint's events (an outbox row):
-	 * past the budget, cancel it; it is rolled back and shipped after
-	 * the next start.
+	 * One ship may hold up to OFFLINE_SHIP_EVENTS events (several
+	 * seconds of SQLite): past the budget, cancel it; it is rolled back
+	 * and shipped after the next start.
 	 */
 	util_realtime_after(&ts, budget_ms);
 	if (pthread_timedjoin_np(o->thread, NULL, &ts) != 0) {
