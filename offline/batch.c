@@ -38,9 +38,10 @@ enum {
 
 /*
  * A batch is cut into outbox rows of at most OFFLINE_ROW_EVENTS events:
- * the shipper moves a row in one backend transaction, and a row of a
- * whole busy checkpoint (a million events) made that one transaction
- * grow the backend's log past its cache, several times slower per event.
+ * a row is the least the shipper moves in one backend transaction, and
+ * with one row per busy checkpoint (a million events) a single ship ran
+ * for seconds, during which the pending gauge (set between ships) stood
+ * still and a stop could only cancel the whole of it.
  */
 #define OFFLINE_ROW_EVENTS	50000
 
