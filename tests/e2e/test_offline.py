@@ -121,6 +121,17 @@ def wait_shipped(d, n, timeout=60):
     wait_until(done, timeout, interval=0.1, what="%d events shipped" % n)
 
 
+def thread_nices(pid):
+    """{thread name: nice} of pid's threads (field 19 of their stat)."""
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            st = f.read()
+        name = st[st.index("(") + 1:st.rindex(")")]
+        out[name] = int(st.rsplit(")", 1)[1].split()[16])
+    return out
+
+
 @test
 def sqlite_offline_copy_equals_accepted_events():
     need_clients()
@@ -134,6 +145,9 @@ def sqlite_offline_copy_equals_accepted_events():
     wait_shipped(d, len(want))
     assert metric(d, "mlopsd_offline_up") == 1
     assert metric(d, "mlopsd_offline_lag_seconds") == 0
+    # The shipper yields to ingest: 10 nice levels below the daemon.
+    nices = thread_nices(d.proc.pid)
+    assert nices["offline-ship"] == nices["ingest-consumer"] + 10, nices
     c = ev.ingest_counts(d, "orders")
     assert c["bad"] == 6 and c["future"] == 10 and c["late"] >= 10, c
     check_rows(sqlite_rows(d), want)
