@@ -90,6 +90,7 @@ struct store {
 	struct metric_family	*m_ckpt_seconds;
 	struct metric		*m_ckpt_entities;
 	_Atomic int		 ckpt_abort;	/* store_ckpt_abort() */
+	_Atomic int64_t		 backlog;	/* store_backlog_set() */
 	int			 keep_entities;	/* store_close_at_exit() */
 };
 
@@ -1626,6 +1627,18 @@ store_outbox_pending(struct store *s, int64_t after_seq, int64_t *nevents,
 out:
 	pthread_mutex_unlock(&s->dblock);
 	return rc;
+}
+
+void
+store_backlog_set(struct store *s, int64_t events)
+{
+	atomic_store_explicit(&s->backlog, events, memory_order_relaxed);
+}
+
+int64_t
+store_backlog(struct store *s)
+{
+	return atomic_load_explicit(&s->backlog, memory_order_relaxed);
 }
 
 int

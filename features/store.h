@@ -183,6 +183,14 @@ int		 store_outbox_trim(struct store *s, int64_t upto_seq);
 int		 store_outbox_pending(struct store *s, int64_t after_seq,
 		    int64_t *nevents, int64_t *oldest_ms);
 /*
+ * Ingest's backlog, for the outbox's reader: how many events its consumer
+ * is behind its topics (0 when caught up or stopped).  While ingest
+ * catches up the offline shipper leaves it the CPU (offline/offline.c).
+ * A hint only, no ordering.  Any thread.
+ */
+void		 store_backlog_set(struct store *s, int64_t events);
+int64_t		 store_backlog(struct store *s);
+/*
  * Make the next outbox seq greater than seq (the backend has shipped up
  * to seq, e.g. from an online store that was deleted since).  0 or -1.
  */

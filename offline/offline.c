@@ -42,6 +42,8 @@
 #define OFFLINE_BACKOFF_MAX_MS	5000
 #define OFFLINE_WARN_EVERY_MS	30000	/* rate of the backlog warning */
 #define OFFLINE_SHIP_NICE	10	/* the shipper's nice, above the daemon's */
+#define OFFLINE_DEFER_BACKLOG	100000	/* ingest this far behind: wait... */
+#define OFFLINE_DEFER_MAX_MS	30000	/* ...unless an event waited this long */
 
 struct offline {
 	const struct config			*cfg;
@@ -380,19 +382,49 @@ offline_shipped_seq(struct offline *o, int64_t *seq, char *err,
 /* ------------------------------------------------------------------ */
 /* The shipper. */
 
-static void
+/* Set the pending gauges; the first_ms of the oldest pending row, or -1. */
+static int64_t
 offline_update_pending(struct offline *o)
 {
 	int64_t	n, oldest, seq = o->shipped_seq;
 
-	if (o->m == NULL)
-		return;
 	if (store_outbox_pending(o->store, seq < 0 ? 0 : seq, &n,
 	    &oldest) != 0)
-		return;
-	metric_set(o->m_pending, (double)n);
-	metric_set(o->m_lag, oldest < 0 ? 0 :
-	    (double)(util_now_ms() - oldest) / 1000.0);
+		return -1;
+	if (o->m != NULL) {
+		metric_set(o->m_pending, (double)n);
+		metric_set(o->m_lag, oldest < 0 ? 0 :
+		    (double)(util_now_ms() - oldest) / 1000.0);
+	}
+	return oldest;
+}
+
+/*
+ * Whether shipping waits for ingest to catch up.  While ingest's consumer
+ * is OFFLINE_DEFER_BACKLOG events or more behind its topics, every core
+ * has ingest work, and the shipper's 3-4 us of SQLite per event would
+ * slow it (CPU per ingested event 1.3-1.4 -> 1.2 us, docs/benchmarks.md);
+ * nice alone does not stop that, since ingest's threads leave short idle
+ * gaps that the shipper fills.  The wait ends when ingest has caught up,
+ * when the oldest pending event has waited OFFLINE_DEFER_MAX_MS (so under
+ * a sustained overload the offline copy lags by that much, not more), or
+ * at stop.
+ */
+static int
+offline_defer(struct offline *o)
+{
+	int64_t	oldest;
+	int	stopping;
+
+	if (store_backlog(o->store) < OFFLINE_DEFER_BACKLOG)
+		return 0;
+	pthread_mutex_lock(&o->wlock);
+	stopping = o->stopping;
+	pthread_mutex_unlock(&o->wlock);
+	if (stopping)
+		return 0;
+	oldest = offline_update_pending(o);
+	return oldest < 0 || util_now_ms() - oldest < OFFLINE_DEFER_MAX_MS;
 }
 
 /* Wait up to ms or until stop; returns 1 when stopping. */
@@ -484,9 +516,10 @@ offline_main(void *arg)
 	pthread_setname_np(pthread_self(), "offline-ship");
 	/*
 	 * Ingest drives freshness; the offline copy is behind it anyway
-	 * (its outbox is durable, on local disk).  Under a burst the
-	 * shipper yields the CPU to ingest and catches up after, as
-	 * RocksDB's compaction threads do; idle CPU it still gets in full.
+	 * (its outbox is durable, on local disk).  The shipper yields the
+	 * CPU to ingest and catches up after, as RocksDB's compaction
+	 * threads do: by nice against ingest's threads, and by waiting
+	 * while ingest catches up on a backlog (offline_defer()).
 	 */
 	errno = 0;
 	rc = getpriority(PRIO_PROCESS, 0);
@@ -494,8 +527,12 @@ offline_main(void *arg)
 	    rc + OFFLINE_SHIP_NICE) != 0)
 		log_debug("offline", "shipper priority: %s", strerror(errno));
 	for (;;) {
+		if (offline_defer(o)) {
+			offline_sleep(o, OFFLINE_IDLE_MS);
+			continue;
+		}
 		rc = offline_ship_once(o, err, sizeof err);
-		offline_update_pending(o);
+		(void)offline_update_pending(o);
 		pthread_mutex_lock(&o->wlock);
 		stopping = o->stopping;
 		pthread_mutex_unlock(&o->wlock);

@@ -145,9 +145,11 @@ def sqlite_offline_copy_equals_accepted_events():
     wait_shipped(d, len(want))
     assert metric(d, "mlopsd_offline_up") == 1
     assert metric(d, "mlopsd_offline_lag_seconds") == 0
-    # The shipper yields to ingest: 10 nice levels below the daemon.
+    # The shipper yields to ingest: 10 nice levels below the daemon (19 is
+    # the lowest there is, e.g. under `nice make check`).
     nices = thread_nices(d.proc.pid)
-    assert nices["offline-ship"] == nices["ingest-consumer"] + 10, nices
+    assert nices["offline-ship"] == min(19, nices["ingest-consumer"] + 10), \
+        nices
     c = ev.ingest_counts(d, "orders")
     assert c["bad"] == 6 and c["future"] == 10 and c["late"] >= 10, c
     check_rows(sqlite_rows(d), want)

@@ -858,6 +858,78 @@ test_stop_cancels(void **state)
 	offline_batch_free(b);
 }
 
+/* Commit n events of orders as one outbox row, first_ms age_ms ago. */
+static void
+commit_aged(struct fx *x, int n, int64_t age_ms)
+{
+	const struct repo_source	*os = src_of(x, "orders");
+	struct offline_batch		*b = offline_batch_new();
+	struct agg_value		 f[8];
+	sqlite3				*db;
+	char				 p[256], *sql;
+
+	for (int i = 0; i < n; i++) {
+		order(f, os, vs("s"), vi(i), vi(i));
+		offline_batch_add(b, os, 1, i, T0 + i, f);
+	}
+	commit_batch(x, b, (size_t)n);
+	offline_batch_free(b);
+	if (age_ms == 0)
+		return;
+	snprintf(p, sizeof p, "%s/online.db", x->dir);
+	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	sql = sqlite3_mprintf("UPDATE outbox SET first_ms = first_ms - %lld "
+	    "WHERE seq = (SELECT max(seq) FROM outbox)", (long long)age_ms);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_free(sql);
+	sqlite3_close(db);
+}
+
+static int64_t
+shipped(struct fx *x)
+{
+	int64_t	seq;
+	char	err[256];
+
+	if (offline_shipped_seq(x->off, &seq, err, sizeof err) != 0)
+		fail_msg("shipped seq: %s", err);
+	return seq;
+}
+
+/*
+ * While ingest reports a backlog (store_backlog_set), shipping waits:
+ * until the backlog is gone, until the oldest pending event has waited
+ * 30 s, or at stop.  Below 100k events it does not wait.
+ */
+static void
+test_ship_waits_for_ingest(void **state)
+{
+	struct fx	*x = *state;
+	char		 err[256];
+
+	fx_open(x);
+	store_backlog_set(x->store, 1000000);
+	assert_int_equal(store_backlog(x->store), 1000000);
+	commit_aged(x, 10, 0);
+	assert_int_equal(offline_start(x->off, x->store, err, sizeof err), 0);
+	usleep(800 * 1000);		/* four polls of the shipper */
+	assert_int_equal(shipped(x), 0);
+	/* Caught up (a backlog below the bar counts as none). */
+	store_backlog_set(x->store, 99999);
+	wait_shipped(x, 1);
+	/* Behind again, but the new row has waited 31 s: it ships. */
+	store_backlog_set(x->store, 1000000);
+	commit_aged(x, 10, 31000);
+	wait_shipped(x, 2);
+	/* A fresh row waits, and a stop ships it anyway. */
+	commit_aged(x, 10, 0);
+	usleep(800 * 1000);
+	assert_int_equal(shipped(x), 2);
+	offline_stop(x->off, 10000);
+	assert_int_equal(shipped(x), 3);
+}
+
 int
 main(void)
 {
@@ -872,6 +944,8 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_floor, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_ship_waits_for_ingest,
+		    setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
