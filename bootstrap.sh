@@ -14,7 +14,7 @@ set -euo pipefail
 
 PACKAGES="build-essential autoconf automake libtool pkg-config
 	librdkafka-dev libavro-dev libsqlite3-dev libpq-dev libevent-dev
-	libyaml-dev libjansson-dev libxgboost-dev libcmocka-dev
+	libyaml-dev libjansson-dev libxgboost-dev libcmocka-dev libjemalloc-dev
 	postgresql kcat prometheus
 	python3 python3-confluent-kafka python3-avro python3-psycopg2 python3-scipy
 	wrk nginx-light curl git ca-certificates"
