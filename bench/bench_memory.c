@@ -13,6 +13,11 @@
  * table and agg_state_mem_bytes() of each state), so the allocator's
  * overhead shows as the difference.  Nothing is checkpointed: SQLite's
  * page cache is not in the figure (bench/run measures the daemon for that).
+ *
+ * With --checkpoint it then times one checkpoint of every entity in its
+ * two parts: encoding the states (store_ckpt_collect(), which ingest's
+ * shard threads run) and writing them (store_ckpt_commit(), the writer
+ * thread's), per entity.
  */
 #include <getopt.h>
 #include <stdint.h>
@@ -58,6 +63,32 @@ bm_rand(uint64_t *s)
 	return *s * 0x2545f4914f6cdd1dull;
 }
 
+/* One checkpoint of every (dirty) entity, timed in its two parts. */
+static int
+bm_checkpoint(struct store *s, size_t n)
+{
+	struct store_ckpt	*c = store_ckpt_new();
+	char			 err[512];
+	uint64_t		 t0, t1, t2;
+
+	t0 = util_mono_ns();
+	for (int i = 0; i < store_nshards(s); i++)
+		store_ckpt_collect(s, i, c);
+	t1 = util_mono_ns();
+	if (store_ckpt_commit(s, c, err, sizeof err) != 0) {
+		fprintf(stderr, "bench_memory: checkpoint: %s\n", err);
+		store_ckpt_free(c);
+		return -1;
+	}
+	t2 = util_mono_ns();
+	printf("checkpoint of %zu entities: encode %.2f us, commit %.2f us "
+	    "per entity\n", store_ckpt_nentities(c),
+	    (double)(t1 - t0) / 1e3 / (double)n,
+	    (double)(t2 - t1) / 1e3 / (double)n);
+	store_ckpt_free(c);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -67,6 +98,7 @@ main(int argc, char **argv)
 		{ "entities", required_argument, NULL, 'n' },
 		{ "events", required_argument, NULL, 'e' },
 		{ "spread-ms", required_argument, NULL, 's' },
+		{ "checkpoint", no_argument, NULL, 'c' },
 		{ NULL, 0, NULL, 0 }
 	};
 	const char		*dir = "examples/repo", *vname = "user_clicks";
@@ -81,7 +113,7 @@ main(int argc, char **argv)
 	uint64_t		 seed = 0x9e3779b97f4a7c15ull, t0;
 	int64_t			 start;
 	size_t			 vi, nf, mem;
-	int			 ch, fd;
+	int			 ch, fd, ckpt = 0;
 
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
@@ -90,10 +122,11 @@ main(int argc, char **argv)
 		case 'n': n = atoll(optarg); break;
 		case 'e': k = atoll(optarg); break;
 		case 's': spread = atoll(optarg); break;
+		case 'c': ckpt = 1; break;
 		default:
 			fprintf(stderr, "usage: bench_memory [--repo DIR] "
 			    "[--view V] [--entities N] [--events K] "
-			    "[--spread-ms MS]\n");
+			    "[--spread-ms MS] [--checkpoint]\n");
 			return 2;
 		}
 	}
@@ -174,6 +207,8 @@ main(int argc, char **argv)
 	    (double)(rss1 - rss0) / (double)n);
 	printf("store_mem_bytes %zu per_entity %.0f\n", mem,
 	    (double)mem / (double)n);
+	if (ckpt && bm_checkpoint(s, (size_t)n) != 0)
+		return 1;
 	store_close(s);
 	repo_free(repo);
 	free(vals);

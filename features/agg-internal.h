@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "features/features.h"
 
@@ -185,9 +186,8 @@ struct agg_buf {
 	size_t		 cap;
 };
 void		 agg_buf_free(struct agg_buf *b);
-void		 agg_buf_put(struct agg_buf *b, const void *p, size_t len);
-void		 agg_buf_put_varint(struct agg_buf *b, uint64_t v);
-void		 agg_buf_put_svarint(struct agg_buf *b, int64_t v);
+/* Make room for len more bytes (the slow path of the puts below). */
+void		 agg_buf_grow(struct agg_buf *b, size_t len);
 
 /*
  * The same encodings written at p, which has room (10 bytes at most);
@@ -208,6 +208,35 @@ static inline uint8_t *
 agg_put_svarint(uint8_t *p, int64_t v)
 {
 	return agg_put_varint(p, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+}
+
+/*
+ * Appends to b.  Inline, with the capacity check as their only branch:
+ * state encoding (a checkpoint's bulk) is a stream of small puts.
+ */
+static inline void
+agg_buf_put(struct agg_buf *b, const void *p, size_t len)
+{
+	if (len == 0)
+		return;
+	if (b->cap - b->len < len)
+		agg_buf_grow(b, len);
+	memcpy(b->data + b->len, p, len);
+	b->len += len;
+}
+
+static inline void
+agg_buf_put_varint(struct agg_buf *b, uint64_t v)
+{
+	if (b->cap - b->len < 10)
+		agg_buf_grow(b, 10);
+	b->len = (size_t)(agg_put_varint(b->data + b->len, v) - b->data);
+}
+
+static inline void
+agg_buf_put_svarint(struct agg_buf *b, int64_t v)
+{
+	agg_buf_put_varint(b, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
 }
 
 /* A bounded reader; `bad` becomes 1 on reading past the end. */

@@ -1792,27 +1792,9 @@ agg_buf_free(struct agg_buf *b)
 }
 
 void
-agg_buf_put(struct agg_buf *b, const void *p, size_t len)
+agg_buf_grow(struct agg_buf *b, size_t len)
 {
-	if (len == 0)
-		return;
 	b->data = xgrow(b->data, &b->cap, b->len + len, 1);
-	memcpy(b->data + b->len, p, len);
-	b->len += len;
-}
-
-void
-agg_buf_put_varint(struct agg_buf *b, uint64_t v)
-{
-	uint8_t	c[10];
-
-	agg_buf_put(b, c, (size_t)(agg_put_varint(c, v) - c));
-}
-
-void
-agg_buf_put_svarint(struct agg_buf *b, int64_t v)
-{
-	agg_buf_put_varint(b, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
 }
 
 const uint8_t *
