@@ -1135,8 +1135,11 @@ store_ckpt_nentities(const struct store_ckpt *c)
 /*
  * Entities in the entity table's key order (view, then key bytes), so a
  * checkpoint walks the B-tree's leaves once from left to right instead
- * of jumping to a random leaf per entity.  The same entity may be there
- * twice (deleted by eviction, then new again): seq keeps their order.
+ * of jumping to a random leaf per entity (bench_memory --checkpoint,
+ * commit per entity with and without the sort: 3.0 against 3.7-4.0 us at
+ * 100k entities, 2.6-3.0 against 4.3-4.4 us at 1M).  The same entity may
+ * be there twice (deleted by eviction, then new again): seq keeps their
+ * order.
  */
 static int
 ckpt_entity_cmp(const void *a, const void *b)
