@@ -56,6 +56,7 @@
 #define INGEST_LAG_MS		250	/* update_lag() period */
 #define INGEST_CKPT_SPACING	4	/* under load: interval >= this x commit */
 #define INGEST_BACKLOG		100000	/* events behind: under load */
+#define INGEST_BACKLOG_HOLD_MS	2000	/* a backlog holds this long */
 
 /* One view fed by a source: where its key parts are in the source's fields. */
 struct ingest_view {
@@ -216,6 +217,8 @@ struct ingest {
 	int64_t			 last_ckpt_ms;
 	int64_t			 last_lag_ms;	/* update_lag() */
 	int64_t			 backlog;	/* update_lag(): events behind */
+	int64_t			 backlog_seen;	/* the last one >= INGEST_BACKLOG */
+	int64_t			 backlog_until;	/* ... held until then */
 	_Atomic int64_t		 commit_ms;	/* the last commit took this */
 	struct metric_family	*m_events;
 	struct metric_family	*m_lag;
@@ -1211,12 +1214,15 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /*
  * Each assigned partition's lag from the high watermarks librdkafka last
- * saw (no request), and their sum as the store's backlog hint.
+ * saw (no request), and their sum as the backlog (in->backlog and the
+ * store's hint).  The sum dips to 0 for up to a second in the middle of
+ * a catch-up (watermarks are only as fresh as the last fetch response),
+ * so a backlog holds for INGEST_BACKLOG_HOLD_MS after it was last seen.
  */
 static void
 update_lag(struct ingest *in)
 {
-	int64_t	total = 0;
+	int64_t	total = 0, now = util_now_ms();
 
 	for (size_t i = 0; i < in->nparts; i++) {
 		struct ingest_part	*p = &in->parts[i];
@@ -1234,6 +1240,11 @@ update_lag(struct ingest *in)
 		if (p->next >= hi)
 			atomic_store(&p->eof_at_ms, util_now_ms());
 	}
+	if (total >= INGEST_BACKLOG) {
+		in->backlog_seen = total;
+		in->backlog_until = now + INGEST_BACKLOG_HOLD_MS;
+	} else if (now < in->backlog_until)
+		total = in->backlog_seen;
 	in->backlog = total;
 	store_backlog_set(in->store, total);
 }
