@@ -184,9 +184,10 @@ int		 store_outbox_pending(struct store *s, int64_t after_seq,
 		    int64_t *nevents, int64_t *oldest_ms);
 /*
  * Ingest's backlog, for the outbox's reader: how many events its consumer
- * is behind its topics (0 when caught up or stopped).  While ingest
- * catches up the offline shipper leaves it the CPU (offline/offline.c).
- * A hint only, no ordering.  Any thread.
+ * is behind its topics while it catches up, 0 when it is not (under
+ * ingest's bar of 100k events, or stopped).  While it is not 0 the
+ * offline shipper leaves ingest the CPU (offline/offline.c).  A hint
+ * only, no ordering.  Any thread.
  */
 void		 store_backlog_set(struct store *s, int64_t events);
 int64_t		 store_backlog(struct store *s);

@@ -1214,10 +1214,11 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 /*
  * Each assigned partition's lag from the high watermarks librdkafka last
- * saw (no request), and their sum as the backlog (in->backlog and the
- * store's hint).  The sum dips to 0 for up to a second in the middle of
- * a catch-up (watermarks are only as fresh as the last fetch response),
- * so a backlog holds for INGEST_BACKLOG_HOLD_MS after it was last seen.
+ * saw (no request), and their sum as the backlog when it is
+ * INGEST_BACKLOG or more (in->backlog and the store's hint; 0 below).
+ * The sum dips to 0 for up to a second in the middle of a catch-up
+ * (watermarks are only as fresh as the last fetch response), so a
+ * backlog holds for INGEST_BACKLOG_HOLD_MS after it was last seen.
  */
 static void
 update_lag(struct ingest *in)
@@ -1243,8 +1244,8 @@ update_lag(struct ingest *in)
 	if (total >= INGEST_BACKLOG) {
 		in->backlog_seen = total;
 		in->backlog_until = now + INGEST_BACKLOG_HOLD_MS;
-	} else if (now < in->backlog_until)
-		total = in->backlog_seen;
+	} else
+		total = now < in->backlog_until ? in->backlog_seen : 0;
 	in->backlog = total;
 	store_backlog_set(in->store, total);
 }
@@ -1410,14 +1411,14 @@ consumer_main(void *arg)
 		 * backlog to catch up on) at most a quarter of the time
 		 * committing: a checkpoint's cost is its dirty entities,
 		 * which stop growing at the number of entities, so spacing
-		 * them out lowers the cost per event (writer 0.21 ->
-		 * 0.10-0.17 us/event at 100k entities against half the time,
+		 * them out lowers the cost per event (writer 0.18-0.23 ->
+		 * 0.08-0.18 us/event at 100k entities against half the time,
 		 * docs/benchmarks.md); replay after a crash grows by as much.
 		 * Caught up, the interval is back to checkpoint_ms at once,
 		 * so a stop soon after a burst finds few dirty entities.
 		 */
 		if (now - in->last_ckpt_ms >= in->opt.checkpoint_ms &&
-		    (in->backlog < INGEST_BACKLOG || now - in->last_ckpt_ms >=
+		    (in->backlog == 0 || now - in->last_ckpt_ms >=
 		    INGEST_CKPT_SPACING * atomic_load(&in->commit_ms))) {
 			if (ingest_checkpoint(in, 0))
 				in->last_ckpt_ms = now;

@@ -42,8 +42,7 @@
 #define OFFLINE_BACKOFF_MAX_MS	5000
 #define OFFLINE_WARN_EVERY_MS	30000	/* rate of the backlog warning */
 #define OFFLINE_SHIP_NICE	10	/* the shipper's nice, above the daemon's */
-#define OFFLINE_DEFER_BACKLOG	100000	/* ingest this far behind: wait... */
-#define OFFLINE_DEFER_MAX_MS	30000	/* ...unless an event waited this long */
+#define OFFLINE_DEFER_MAX_MS	30000	/* longest wait for ingest's backlog */
 
 struct offline {
 	const struct config			*cfg;
@@ -400,15 +399,15 @@ offline_update_pending(struct offline *o)
 }
 
 /*
- * Whether shipping waits for ingest to catch up.  While ingest's consumer
- * is OFFLINE_DEFER_BACKLOG events or more behind its topics, every core
- * has ingest work, and the shipper's 3-4 us of SQLite per event would
- * slow it (CPU per ingested event 1.3-1.4 -> 1.2 us, docs/benchmarks.md);
- * nice alone does not stop that, since ingest's threads leave short idle
- * gaps that the shipper fills.  The wait ends when ingest has caught up,
- * when the oldest pending event has waited OFFLINE_DEFER_MAX_MS (so under
- * a sustained overload the offline copy lags by that much, not more), or
- * at stop.
+ * Whether shipping waits for ingest to catch up.  While ingest reports a
+ * backlog (store_backlog(): 100k events or more behind its topics), every
+ * core has ingest work, and the shipper's 3-4 us of SQLite per event
+ * would slow it (CPU per ingested event 1.3-1.4 -> 1.2 us,
+ * docs/benchmarks.md); nice alone does not stop that, since ingest's
+ * threads leave short idle gaps that the shipper fills.  The wait ends
+ * when ingest has caught up, when the oldest pending event has waited
+ * OFFLINE_DEFER_MAX_MS (so under a sustained overload the offline copy
+ * lags by that much, not more), or at stop.
  */
 static int
 offline_defer(struct offline *o)
@@ -416,7 +415,7 @@ offline_defer(struct offline *o)
 	int64_t	oldest;
 	int	stopping;
 
-	if (store_backlog(o->store) < OFFLINE_DEFER_BACKLOG)
+	if (store_backlog(o->store) == 0)
 		return 0;
 	pthread_mutex_lock(&o->wlock);
 	stopping = o->stopping;
