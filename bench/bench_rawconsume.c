@@ -4,9 +4,10 @@
  *
  * It uses the client settings of ingest/ingest.c (a group consumer,
  * subscribe, auto.offset.reset=earliest, no auto commit, partition EOF
- * events, queued.min.messages=1000000, rd_kafka_consume_batch_queue() in
- * batches of 1024) and does nothing with a message but touch its payload,
- * so its rate is what the Kafka client alone can deliver on this machine.
+ * events, queued.min.messages=1000000, fetch.wait.max.ms=100,
+ * rd_kafka_consume_batch_queue() in batches of 1024) and does nothing with
+ * a message but touch its payload, so its rate is what the Kafka client
+ * alone can deliver on this machine.
  * --work-ns spins that long per message, to see how the client's fetching
  * copes with a consumer that does work (it stalls without the
  * queued.min.messages setting; see ingest.c).  It stops after --count
@@ -96,7 +97,8 @@ main(int argc, char **argv)
 	    br_conf(conf, "enable.auto.offset.store", "false") != 0 ||
 	    br_conf(conf, "auto.offset.reset", "earliest") != 0 ||
 	    br_conf(conf, "enable.partition.eof", "true") != 0 ||
-	    br_conf(conf, "queued.min.messages", "1000000") != 0)
+	    br_conf(conf, "queued.min.messages", "1000000") != 0 ||
+	    br_conf(conf, "fetch.wait.max.ms", "100") != 0)
 		return 2;
 	for (int i = 0; i < nprops; i++) {
 		char *eq = strchr(props[i], '=');
