@@ -1514,6 +1514,40 @@ cc_fail(struct cc_thread *t, const char *fmt, ...)
 	atomic_store(&t->cc->failed, 1);
 }
 
+/* x opened on repo_base; cc set for user_clicks, outs[0] its clicks_1d. */
+static void
+cc_init(struct cc *cc, struct fx *x)
+{
+	const struct repo_view	*v;
+
+	fx_init(x, repo_base);
+	memset(cc, 0, sizeof *cc);
+	cc->x = x;
+	cc->view = view_index(x, "user_clicks");
+	assert_int_equal(repo_output_find(x->repo, "user_clicks:clicks_1d", &v,
+	    &cc->outs[0].feature, &cc->outs[0].window), 0);
+}
+
+/* Two readers and one writer over cc, joined; the first failure fails. */
+static void
+cc_run(struct cc *cc, void *(*reader)(void *), void *(*writer)(void *))
+{
+	struct cc_thread	th[3];
+	pthread_t		tid[3];
+
+	memset(th, 0, sizeof th);
+	for (int i = 0; i < 3; i++) {
+		th[i].cc = cc;
+		assert_int_equal(pthread_create(&tid[i], NULL, i < 2 ?
+		    reader : writer, &th[i]), 0);
+	}
+	for (int i = 0; i < 3; i++)
+		pthread_join(tid[i], NULL);
+	for (int i = 0; i < 3; i++)
+		if (th[i].fail[0] != '\0')
+			fail_msg("%s", th[i].fail);
+}
+
 static void *
 cc_writer(void *arg)
 {
@@ -1613,30 +1647,13 @@ test_concurrent_lookups(void **state)
 {
 	struct fx		 x;
 	struct cc		 cc;
-	struct cc_thread	 th[3];
-	pthread_t		 tid[3];
 	const struct repo_view	*v;
 
 	(void)state;
-	fx_init(&x, repo_base);
-	memset(&cc, 0, sizeof cc);
-	cc.x = &x;
-	cc.view = view_index(&x, "user_clicks");
-	assert_int_equal(repo_output_find(x.repo, "user_clicks:clicks_1d", &v,
-	    &cc.outs[0].feature, &cc.outs[0].window), 0);
+	cc_init(&cc, &x);
 	assert_int_equal(repo_output_find(x.repo, "user_clicks:clicks_1h", &v,
 	    &cc.outs[1].feature, &cc.outs[1].window), 0);
-	memset(th, 0, sizeof th);
-	for (int i = 0; i < 3; i++) {
-		th[i].cc = &cc;
-		assert_int_equal(pthread_create(&tid[i], NULL, i < 2 ?
-		    cc_reader : cc_writer, &th[i]), 0);
-	}
-	for (int i = 0; i < 3; i++)
-		pthread_join(tid[i], NULL);
-	for (int i = 0; i < 3; i++)
-		if (th[i].fail[0] != '\0')
-			fail_msg("%s", th[i].fail);
+	cc_run(&cc, cc_reader, cc_writer);
 	assert_true(atomic_load(&cc.lookups) > 1000);
 	assert_int_equal(store_view_entities(x.s, cc.view), CC_ENTITIES);
 	assert_int_equal(get_int(&x, "user_clicks:clicks_1d", "e0",
@@ -1714,20 +1731,12 @@ test_evict_concurrent_lookups(void **state)
 {
 	struct fx			 x;
 	struct cc			 cc;
-	struct cc_thread		 th[3];
-	pthread_t			 tid[3];
-	const struct repo_view		*v;
 	const struct repo_source	*src;
 	struct agg_value		 vals[16];
 	char				 key[32], err[256];
 
 	(void)state;
-	fx_init(&x, repo_base);
-	memset(&cc, 0, sizeof cc);
-	cc.x = &x;
-	cc.view = view_index(&x, "user_clicks");
-	assert_int_equal(repo_output_find(x.repo, "user_clicks:clicks_1d", &v,
-	    &cc.outs[0].feature, &cc.outs[0].window), 0);
+	cc_init(&cc, &x);
 	src = repo_source_find(x.repo, "clicks");
 	memset(vals, 0, sizeof vals);
 	for (int e = 0; e < CE_ENTITIES; e++) {
@@ -1740,17 +1749,7 @@ test_evict_concurrent_lookups(void **state)
 		    key, kl), cc.view, key, kl, T0, 0, e, vals, err,
 		    sizeof err), AGG_ADD_OK);
 	}
-	memset(th, 0, sizeof th);
-	for (int i = 0; i < 3; i++) {
-		th[i].cc = &cc;
-		assert_int_equal(pthread_create(&tid[i], NULL, i < 2 ?
-		    ce_reader : ce_evicter, &th[i]), 0);
-	}
-	for (int i = 0; i < 3; i++)
-		pthread_join(tid[i], NULL);
-	for (int i = 0; i < 3; i++)
-		if (th[i].fail[0] != '\0')
-			fail_msg("%s", th[i].fail);
+	cc_run(&cc, ce_reader, ce_evicter);
 	assert_int_equal(store_view_entities(x.s, cc.view), 0);
 	assert_text(&x, "user_clicks:clicks_1d", "e0", T0 + 2 * DAY,
 	    STORE_NOT_FOUND, "null");
