@@ -1240,7 +1240,7 @@ update_lag(struct ingest *in)
 		atomic_store(&p->lag, lag);
 		total += lag;
 		if (p->next >= hi)
-			atomic_store(&p->eof_at_ms, util_now_ms());
+			atomic_store(&p->eof_at_ms, now);
 	}
 	if (total >= INGEST_BACKLOG) {
 		in->backlog_seen = total;
