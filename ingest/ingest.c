@@ -50,6 +50,7 @@
 #define INGEST_SHARD_THREADS	2	/* default number of shard threads */
 #define INGEST_DLQ_FLUSH_MS	2000	/* one dead-letter flush attempt */
 #define INGEST_STOP_BUDGET_MS	4000	/* default opt.stop_budget_ms */
+#define INGEST_LEAVE_MS		2000	/* leaving the group at stop */
 #define INGEST_PREFETCH_STAGES	4	/* store_prefetch() stages */
 #define INGEST_PREFETCH_GAP	2	/* events between two stages */
 #define INGEST_PREFETCH_AHEAD	(INGEST_PREFETCH_STAGES * INGEST_PREFETCH_GAP)
@@ -193,6 +194,8 @@ struct ingest {
 	_Atomic int		 stopping;
 	_Atomic int		 abandon;	/* stop budget spent: no more
 						   checkpoints */
+	int			 stuck;		/* the group could not be left
+						   at stop */
 
 	struct ingest_shard	*shards;
 	int			 nthreads;
@@ -1835,6 +1838,59 @@ fail:
 	return -1;
 }
 
+/*
+ * One event of a closing consumer: the revoke is handled as the
+ * rebalance callback would; messages and errors still queued are
+ * dropped (the store's offsets say where to start again).
+ */
+static void
+serve_close_event(struct ingest *in, rd_kafka_queue_t *q)
+{
+	rd_kafka_event_t	*ev;
+
+	if ((ev = rd_kafka_queue_poll(q, 100)) == NULL)
+		return;
+	if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+		rebalance_cb(in->rk, rd_kafka_event_error(ev),
+		    rd_kafka_event_topic_partition_list(ev), in);
+	rd_kafka_event_destroy(ev);
+}
+
+/*
+ * Leave the group within INGEST_LEAVE_MS.  Leaving revokes, and the
+ * rebalance callback checkpoints again (a no-op after the last one).
+ * rd_kafka_consumer_close() has no bound: with the broker not answering
+ * it waits for the coordinator's in-flight request, up to
+ * session.timeout.ms or longer.  Past the bound the group is not told,
+ * and notices the member gone after session.timeout.ms.
+ */
+static void
+leave_group(struct ingest *in)
+{
+	rd_kafka_queue_t	*q;
+	rd_kafka_error_t	*e;
+	uint64_t		 end;
+
+	q = rd_kafka_queue_new(in->rk);
+	e = rd_kafka_consumer_close_queue(in->rk, q);
+	if (e != NULL) {
+		log_warn("ingest", "stop: leaving the group: %s",
+		    rd_kafka_error_string(e));
+		rd_kafka_error_destroy(e);
+	} else {
+		end = util_mono_ns() + (uint64_t)INGEST_LEAVE_MS * 1000000;
+		while (!rd_kafka_consumer_closed(in->rk) &&
+		    util_mono_ns() < end)
+			serve_close_event(in, q);
+	}
+	in->stuck = !rd_kafka_consumer_closed(in->rk);
+	if (in->stuck)
+		log_warn("ingest", "stop: the group was not left within %d ms "
+		    "(broker not answering?); it notices after "
+		    "session.timeout.ms", INGEST_LEAVE_MS);
+	rd_kafka_queue_destroy(q);
+}
+
 void
 ingest_stop(struct ingest *in)
 {
@@ -1857,8 +1913,7 @@ ingest_stop(struct ingest *in)
 		store_ckpt_abort(in->store, 1);
 		pthread_join(in->thread, NULL);
 	}
-	/* Leaving the group revokes; the callback checkpoints again (no-op). */
-	rd_kafka_consumer_close(in->rk);
+	leave_group(in);
 	writer_wait_idle(in);
 	shards_stop(in);
 	writer_stop(in);
@@ -1875,6 +1930,39 @@ ingest_stop(struct ingest *in)
 	in->started = 0;
 }
 
+static void *
+destroy_stuck_main(void *arg)
+{
+	pthread_setname_np(pthread_self(), "kafka-destroy");
+	rd_kafka_destroy_flags(arg, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+	return NULL;
+}
+
+/*
+ * Destroy a consumer that could not leave its group.  Even without
+ * leaving, rd_kafka_destroy() waits until the coordinator's in-flight
+ * requests time out (seconds after the broker stopped answering), so
+ * a thread of its own does that and nobody waits for it: at exit the
+ * process ends first.  Sanitizer builds wait, for their leak check.
+ */
+static void
+destroy_stuck(rd_kafka_t *rk)
+{
+#ifndef __SANITIZE_ADDRESS__
+	pthread_attr_t	 attr;
+	pthread_t	 t;
+	int		 rc;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	rc = pthread_create(&t, &attr, destroy_stuck_main, rk);
+	pthread_attr_destroy(&attr);
+	if (rc == 0)
+		return;
+#endif
+	rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
 void
 ingest_free(struct ingest *in)
 {
@@ -1885,7 +1973,9 @@ ingest_free(struct ingest *in)
 		metrics_remove_collector(in->m, lag_collector, in);
 	if (in->queue != NULL)
 		rd_kafka_queue_destroy(in->queue);
-	if (in->rk != NULL)
+	if (in->rk != NULL && in->stuck)
+		destroy_stuck(in->rk);
+	else if (in->rk != NULL)
 		rd_kafka_destroy(in->rk);
 	if (in->dlq != NULL)
 		rd_kafka_destroy(in->dlq);

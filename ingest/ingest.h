@@ -40,7 +40,9 @@ int		 ingest_start(struct ingest *in, char *err, size_t errlen);
  * done, about stop_budget_ms at most: a last checkpoint that is not
  * written by then is abandoned (rolled back; the events since the
  * previous one are read again on the next start) so that the daemon
- * exits in time and leaves the group cleanly.  Safe to call twice.
+ * exits in time and leaves the group cleanly.  Leaving gets 2 s more;
+ * a group that cannot be told (broker not answering) notices the
+ * member gone after session.timeout.ms.  Safe to call twice.
  */
 void		 ingest_stop(struct ingest *in);
 void		 ingest_free(struct ingest *in);

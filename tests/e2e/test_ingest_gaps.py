@@ -150,8 +150,9 @@ def undecodable_state_rebuilds_its_topic():
 @test
 def sigterm_exits_within_10s_with_kafka_unreachable():
     """Dead letters queued, then the broker stops answering (SIGSTOP):
-    every flush is bounded, so SIGTERM still exits in time, and what was
-    not flushed is dead-lettered after the restart."""
+    every flush and the group leave are bounded, so SIGTERM still exits
+    in time, and what was not flushed is dead-lettered after the
+    restart."""
     need_clients()
     rng = random.Random(13)
     now = int(time.time() * 1000)
@@ -171,6 +172,8 @@ def sigterm_exits_within_10s_with_kafka_unreachable():
         s.kafka.proc.send_signal(signal.SIGCONT)
     assert rc == 0, (rc, d.log())
     assert took < 10, took
+    # Leaving the group is bounded too: no LeaveGroup answer comes.
+    assert "the group was not left within" in d.log(), d.log()
     print("# SIGTERM with the broker stopped: exited in %.1fs" % took)
     # Back up: every bad message is in the dead-letter topic (at least once).
     ev.restart(d)
