@@ -59,6 +59,8 @@
 #define INGEST_CKPT_SPACING	4	/* under load: interval >= this x commit */
 #define INGEST_BACKLOG		100000	/* events behind: under load */
 #define INGEST_BACKLOG_HOLD_MS	2000	/* a backlog holds this long */
+#define INGEST_KICK_MS		100	/* kick_check() period */
+#define INGEST_KICK_TIMEOUT_MS	500	/* one kick's offset lookup */
 
 /* One view fed by a source: where its key parts are in the source's fields. */
 struct ingest_view {
@@ -223,6 +225,21 @@ struct ingest {
 	int64_t			 backlog;	/* update_lag(): events behind */
 	int64_t			 backlog_seen;	/* the last one >= INGEST_BACKLOG */
 	int64_t			 backlog_until;	/* ... held until then */
+	int64_t			 lag_total;	/* update_lag(): all of it */
+
+	/*
+	 * The kicker wakes librdkafka's fetchers (kick_main()).  klock
+	 * guards kick and kstop; kick_qlen and last_kick_ms are the
+	 * consumer thread's.
+	 */
+	pthread_t		 kicker;
+	pthread_mutex_t		 klock;
+	pthread_cond_t		 kcond;
+	int			 kick;
+	int			 kstop;
+	int			 kstarted;
+	int			 kick_qlen;
+	int64_t			 last_kick_ms;
 	_Atomic int64_t		 commit_ms;	/* the last commit took this */
 	struct metric_family	*m_events;
 	struct metric_family	*m_lag;
@@ -1245,6 +1262,7 @@ update_lag(struct ingest *in)
 		if (p->next >= hi)
 			atomic_store(&p->eof_at_ms, now);
 	}
+	in->lag_total = total;
 	if (total >= INGEST_BACKLOG) {
 		in->backlog_seen = total;
 		in->backlog_until = now + INGEST_BACKLOG_HOLD_MS;
@@ -1324,6 +1342,72 @@ offset_reset(struct ingest *in, const rd_kafka_message_t *msg)
 		log_error("ingest", "%s [%d]: assign: %s", topic,
 		    (int)msg->partition, rd_kafka_err2str(err));
 	rd_kafka_topic_partition_list_destroy(l);
+}
+
+/*
+ * librdkafka 2.0 stops fetching while the consumer queue holds
+ * queued.min.messages or queued.max.messages.kbytes, and then fetches
+ * again only when its broker thread next wakes up: up to a second
+ * later, since nothing else is going on on that connection.  When
+ * ingest drains the queue sooner, it sits idle for the rest (the
+ * ingest benchmark: 0.95-1.0 s idle in 2 of 5 runs of ~2.5 s;
+ * librdkafka 2.1 added fetch.queue.backoff.ms for it).  A request to
+ * each leader wakes its broker thread, which then decides again and
+ * fetches.  So every INGEST_KICK_MS, when the queue has not grown and
+ * the brokers hold more than it (by the watermarks of the last fetch),
+ * the kicker thread looks up the partitions' end offsets.
+ */
+static void
+kick_check(struct ingest *in, int64_t now)
+{
+	int	qlen;
+
+	if (now - in->last_kick_ms < INGEST_KICK_MS)
+		return;
+	in->last_kick_ms = now;
+	qlen = rd_kafka_queue_length(in->queue);
+	if (qlen <= in->kick_qlen && in->lag_total > qlen + INGEST_BATCH) {
+		pthread_mutex_lock(&in->klock);
+		in->kick = 1;
+		pthread_cond_signal(&in->kcond);
+		pthread_mutex_unlock(&in->klock);
+	}
+	in->kick_qlen = qlen;
+}
+
+static void *
+kick_main(void *arg)
+{
+	struct ingest			*in = arg;
+	rd_kafka_topic_partition_list_t	*l;
+
+	pthread_setname_np(pthread_self(), "ingest-kick");
+	pthread_mutex_lock(&in->klock);
+	for (;;) {
+		while (!in->kick && !in->kstop)
+			pthread_cond_wait(&in->kcond, &in->klock);
+		if (in->kstop)
+			break;
+		in->kick = 0;
+		pthread_mutex_unlock(&in->klock);
+		/* One ListOffsets request per leader, for all its partitions. */
+		l = rd_kafka_topic_partition_list_new((int)in->nparts);
+		pthread_mutex_lock(&in->part_lock);
+		for (size_t i = 0; i < in->nparts; i++)
+			if (in->parts[i].assigned)
+				rd_kafka_topic_partition_list_add(l,
+				    in->parts[i].topic,
+				    in->parts[i].partition)->offset =
+				    RD_KAFKA_OFFSET_END;
+		pthread_mutex_unlock(&in->part_lock);
+		if (l->cnt > 0)
+			(void)rd_kafka_offsets_for_times(in->rk, l,
+			    INGEST_KICK_TIMEOUT_MS);
+		rd_kafka_topic_partition_list_destroy(l);
+		pthread_mutex_lock(&in->klock);
+	}
+	pthread_mutex_unlock(&in->klock);
+	return NULL;
 }
 
 static void *
@@ -1410,6 +1494,7 @@ consumer_main(void *arg)
 			update_lag(in);
 			in->last_lag_ms = now;
 		}
+		kick_check(in, now);
 		/*
 		 * At most every checkpoint interval, and under load (a
 		 * backlog to catch up on) at most a quarter of the time
@@ -1617,6 +1702,8 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 		in->nthreads = store_nshards(store);
 	pthread_mutex_init(&in->part_lock, NULL);
 	pthread_mutex_init(&in->wlock, NULL);
+	pthread_mutex_init(&in->klock, NULL);
+	pthread_cond_init(&in->kcond, NULL);
 	pthread_cond_init(&in->wcond, NULL);
 	pthread_cond_init(&in->wdone, NULL);
 
@@ -1685,11 +1772,12 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 		goto fail;
 	/*
 	 * librdkafka 2.0 stops fetching while the consumer queue holds
-	 * queued.min.messages (100000, all partitions together) and backs
-	 * off before it fetches again, so a consumer that does real work per
-	 * message gets its input in bursts with idle gaps: 230k msgs/s on
-	 * the ingest benchmark (docs/benchmarks.md), 300k+ with this.  The
-	 * queue stays bounded by queued.max.messages.kbytes (64 MB).
+	 * queued.min.messages (100000, all partitions together) and fetches
+	 * again only when its broker thread wakes up, so a consumer that
+	 * does real work per message gets its input in bursts with idle
+	 * gaps: 230k msgs/s on the ingest benchmark (docs/benchmarks.md),
+	 * 300k+ with this.  kick_check() shortens the gaps that remain.
+	 * The queue stays bounded by queued.max.messages.kbytes (64 MB).
 	 */
 	if (!kconf_user_set(cfg, "queued.min.messages") &&
 	    kconf_set(kc, "queued.min.messages", INGEST_QUEUED_MIN, err,
@@ -1799,6 +1887,19 @@ shards_stop(struct ingest *in)
 }
 
 static void
+kicker_stop(struct ingest *in)
+{
+	if (!in->kstarted)
+		return;
+	pthread_mutex_lock(&in->klock);
+	in->kstop = 1;
+	pthread_cond_signal(&in->kcond);
+	pthread_mutex_unlock(&in->klock);
+	pthread_join(in->kicker, NULL);
+	in->kstarted = 0;
+}
+
+static void
 writer_stop(struct ingest *in)
 {
 	pthread_mutex_lock(&in->wlock);
@@ -1826,6 +1927,11 @@ ingest_start(struct ingest *in, char *err, size_t errlen)
 		}
 		t->started = 1;
 	}
+	if (pthread_create(&in->kicker, NULL, kick_main, in) != 0) {
+		snprintf(err, errlen, "cannot start the fetch kicker");
+		goto fail;
+	}
+	in->kstarted = 1;
 	if (pthread_create(&in->thread, NULL, consumer_main, in) != 0) {
 		snprintf(err, errlen, "cannot start the consumer thread");
 		goto fail;
@@ -1833,6 +1939,7 @@ ingest_start(struct ingest *in, char *err, size_t errlen)
 	in->started = 1;
 	return 0;
 fail:
+	kicker_stop(in);
 	shards_stop(in);
 	writer_stop(in);
 	return -1;
@@ -1913,6 +2020,7 @@ ingest_stop(struct ingest *in)
 		store_ckpt_abort(in->store, 1);
 		pthread_join(in->thread, NULL);
 	}
+	kicker_stop(in);
 	leave_group(in);
 	writer_wait_idle(in);
 	shards_stop(in);
@@ -2028,6 +2136,8 @@ ingest_free(struct ingest *in)
 	free(in->shard_thread);
 	pthread_mutex_destroy(&in->part_lock);
 	pthread_mutex_destroy(&in->wlock);
+	pthread_mutex_destroy(&in->klock);
+	pthread_cond_destroy(&in->kcond);
 	pthread_cond_destroy(&in->wcond);
 	pthread_cond_destroy(&in->wdone);
 	free(in);
