@@ -731,11 +731,20 @@ pg_scan(void *b, const struct repo_view *view, int64_t max_ts,
 		pg_key_cond(g, col, src->fields[keyidx[0]].type, keys, nkeys,
 		    &q);
 	}
+	/*
+	 * The events of a key must come together.  A jsonb column holds 42
+	 * and "42" as a number and a string, which sort apart, while both
+	 * are key "42" (online too): order by the scalar's text.
+	 */
 	buf_puts(&q, " ORDER BY ");
 	for (size_t k = 0; k < view->njoin_keys; k++) {
+		int any = src->fields[keyidx[k]].type == REPO_FTYPE_ANY;
+
 		offline_column_sql(view->join_keys[k], col, sizeof col);
+		if (any)
+			buf_puts(&q, "(");
 		buf_puts(&q, col);
-		buf_puts(&q, ", ");
+		buf_puts(&q, any ? " #>> '{}'), " : ", ");
 	}
 	buf_puts(&q, "ts, partition, \"offset\"");
 	if (pg_exec(g, q.p, err, errlen) != 0)

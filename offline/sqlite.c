@@ -596,10 +596,20 @@ sq_scan(void *b, const struct repo_view *view, int64_t max_ts,
 		sql = xgrow(sql, &cap, len + strlen(col) + 3, 1);
 		len += (size_t)sprintf(sql + len, ", %s", col);
 	}
+	/*
+	 * The events of a key must come together, in time order.  A column
+	 * of any type holds JSON text, 42 and "42" apart, while both are
+	 * key "42" (online too): order by the scalar's text.  (Ordered by
+	 * the column, the two runs of one key came one after the other and
+	 * the training set replayed them out of time order.)
+	 */
 	for (size_t k = 0; k < view->njoin_keys; k++) {
+		int any = src->fields[sc.keyidx[k]].type == REPO_FTYPE_ANY;
+
 		offline_column_sql(view->join_keys[k], col, sizeof col);
-		order = xgrow(order, &ocap, olen + strlen(col) + 3, 1);
-		olen += (size_t)sprintf(order + olen, "%s, ", col);
+		order = xgrow(order, &ocap, olen + strlen(col) + 40, 1);
+		olen += (size_t)sprintf(order + olen, any ?
+		    "CAST(json_extract(%s, '$') AS TEXT), " : "%s, ", col);
 	}
 	/* One join key and keys given: one indexed query per key. */
 	single = nkeys > 0 && view->njoin_keys == 1;

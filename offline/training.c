@@ -85,6 +85,7 @@ struct training_job {
 	size_t			  tablesize;
 	struct training_group	 *cur;		/* key being streamed */
 	size_t			  pos;		/* next ref of cur */
+	struct offline_event	  last;		/* cur's last event (order) */
 	char			 *err;
 	size_t			  errlen;
 };
@@ -474,7 +475,17 @@ training_on_event(void *arg, const struct offline_event *ev)
 		job->cur = g;
 		job->pos = g->first;
 		replay_reset(job->replay);
+	} else if (ev->ts < job->last.ts || (ev->ts == job->last.ts &&
+	    (ev->partition < job->last.partition ||
+	    (ev->partition == job->last.partition &&
+	    ev->offset <= job->last.offset)))) {
+		/* Rows filled so far would have missed this event. */
+		snprintf(job->err, job->errlen, "view %s: the offline store "
+		    "returned the events of key %.*s out of time order",
+		    job->view->name, (int)ev->keylen, ev->key);
+		return -1;
 	}
+	job->last = *ev;
 	/* Rows before this event see everything added so far. */
 	for (; job->pos < g->first + g->n &&
 	    job->refs[job->pos].ts < ev->ts; job->pos++)

@@ -227,13 +227,15 @@ COMPACT = {"merchant_id": "m", "user_id": "u", "amount": "a", "status": "s",
 
 
 def orders_stream(rng, now, n=5000, nentities=50, span=2 * DAY,
-                  ts_format="mixed", start_id=0, names=None):
+                  ts_format="mixed", start_id=0, names=None, str_keys=0.0):
     """Good JSON order events for merchant_orders (key merchant_id).
 
     Fields: merchant_id, user_id, amount (int or double; sometimes null
     or missing), status (sometimes missing), order_id (sometimes null),
     created_at (RFC 3339 or epoch ms).  names (e.g. COMPACT) renames the
-    fields, None dropping one, and writes epoch ms compactly."""
+    fields, None dropping one, and writes epoch ms compactly.  A fraction
+    str_keys of the events give merchant_id as a string ("42" for 42):
+    the same entity."""
     out = []
     for i, (ts, ent) in enumerate(_entity_events(rng, now, n, nentities,
                                                  span)):
@@ -257,6 +259,8 @@ def orders_stream(rng, now, n=5000, nentities=50, span=2 * DAY,
             f["order_id"] = None
         if rng.random() < 0.03:
             del f["user_id"]
+        if str_keys and rng.random() < str_keys:
+            f["merchant_id"] = str(ent)
         doc = dict(f)
         if ts_format == "ms" or (ts_format == "mixed" and rng.random() < 0.3):
             doc["created_at"] = ts

@@ -546,6 +546,25 @@ test_training_errors(void **state)
 		assert_int_equal(access(out, F_OK), -1);
 		free(want);
 	}
+	/* Events of a key out of time order: refused, not joined. */
+	{
+		static const struct mem_event swapped[] = {
+			{ "u1", T0 + MIN,	0, 3, 2.5, 0, "b" },
+			{ "u1", T0,		0, 0, 1,   1, "a" },
+		};
+
+		ms.events = swapped;
+		ms.nevents = 2;
+		testutil_write_file(spine,
+		    "user_id,event_timestamp\nu1,1700006460000\n");
+		spec.features = FEATURES;
+		assert_int_equal(training_build(x->repo, &spec, &res, err,
+		    sizeof err), -1);
+		assert_string_equal(err, "view user_clicks: the offline store "
+		    "returned the events of key u1 out of time order");
+		assert_int_equal(access(out, F_OK), -1);
+		ms.events = NULL;
+	}
 	/* An error in a later chunk: still no output file. */
 	testutil_write_file(spine, "user_id,event_timestamp\nu1,1\nu1,2\nu1,x\n");
 	spec.features = FEATURES;
