@@ -326,12 +326,39 @@ key_append_i64(struct ingest_decoder *d, size_t *len, int64_t v)
 }
 
 /* Judge the raws and fill out. */
+static int	json_utf8(const unsigned char *, const unsigned char *);
+
+/*
+ * NULL for UTF-8 text without NUL, else what is wrong with it.  Avro
+ * strings are not checked by Avro C; a JSON string is UTF-8 once scanned
+ * and jansson refuses \u0000.  Postgres text can hold neither, and the
+ * offline copy must hold what online was computed from.
+ */
+static const char *
+text_fault(const char *s, size_t n)
+{
+	const unsigned char	*p = (const unsigned char *)s, *end = p + n;
+	int			 k;
+
+	while (p < end) {
+		if (*p == 0)
+			return "contains NUL";
+		if (*p < 0x80)
+			p++;
+		else if ((k = json_utf8(p, end)) == -1)
+			return "is not UTF-8";
+		else
+			p += k;
+	}
+	return NULL;
+}
+
 static int
 decode_finish(struct ingest_decoder *d, int64_t ts_scale,
     struct ingest_event *out)
 {
 	const struct raw	*r;
-	const char		*name;
+	const char		*name, *why;
 	size_t			 i, len = 0;
 
 	for (i = 0; i < d->nkeys; i++) {
@@ -352,6 +379,9 @@ decode_finish(struct ingest_decoder *d, int64_t ts_scale,
 			if (d->nkeys > 1 && memchr(r->s, '|', r->len) != NULL)
 				return decode_fail(d, INGEST_R_BAD_KEY,
 				    "%s contains '|'", name);
+			if ((why = text_fault(r->s, r->len)) != NULL)
+				return decode_fail(d, INGEST_R_BAD_KEY, "%s %s",
+				    name, why);
 			key_append(d, &len, r->s, r->len);
 			break;
 		default:
@@ -411,6 +441,9 @@ decode_finish(struct ingest_decoder *d, int64_t ts_scale,
 				return decode_fail(d, INGEST_R_WRONG_TYPE,
 				    "%s is a string of 4 GiB or more",
 				    d->names[d->nkeys + 1 + i]);
+			if ((why = text_fault(r->s, r->len)) != NULL)
+				return decode_fail(d, INGEST_R_WRONG_TYPE,
+				    "%s %s", d->names[d->nkeys + 1 + i], why);
 			v->type = AGG_STRING;
 			v->u.s.ptr = r->s;
 			v->u.s.len = (uint32_t)r->len;

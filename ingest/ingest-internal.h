@@ -58,10 +58,12 @@
  *   missing_key: <field>
  *   bad_key: <field> is a float|null|bool|<avro type>|empty
  *   bad_key: <field> contains '|'         (composite keys only)
+ *   bad_key: <field> is not UTF-8 | contains NUL
  *   missing_timestamp: <field>            (absent or null)
  *   bad_timestamp: <field> '<text>' is not epoch ms or RFC 3339
  *   bad_timestamp: <field> is a float|bool|<type>
  *   wrong_type: <field> is an object|an array|a record|a map|bytes|...
+ *   wrong_type: <field> is not UTF-8 | contains NUL   (a string)
  *   bad_magic_byte: 0x7b
  *   short_message: N bytes
  *   unknown_schema_id: N

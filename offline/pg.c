@@ -328,7 +328,9 @@ pg_group_of(struct pg_ship *sh, const struct offline_bsrc *src)
 
 /*
  * Text for COPY: backslash, tab, newline and CR escaped; bytes that are
- * not UTF-8 (Postgres refuses them) and NUL become '?'.
+ * not UTF-8 (Postgres refuses them) and NUL become '?'.  Ingest refuses
+ * such strings (ingest/decode.c, text_fault()), so none should get here:
+ * this only keeps a COPY from failing on them.
  */
 static void
 pg_copy_text(struct pg_buf *b, const char *s, size_t n)

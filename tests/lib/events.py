@@ -347,6 +347,8 @@ def bad_avro_messages(now, encoder, ent=1):
         Message(ent, b"\x00\x00\x00", reason="short_message"),
         Message(ent, good[:8], reason="avro_decode"),
         Message(ent, good + b"\x00\x00", reason="avro_decode"),
+        # "/bad" with a byte that is not UTF-8: Postgres could not hold it.
+        Message(ent, good.replace(b"/bad", b"/b\xffd"), reason="wrong_type"),
     ]
 
 

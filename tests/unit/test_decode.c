@@ -33,6 +33,7 @@
 #include <event2/http.h>
 #include <event2/thread.h>
 
+#include "common/xmalloc.h"
 #include "ingest/ingest-internal.h"
 
 #define CLICK_SCHEMA \
@@ -659,6 +660,62 @@ test_avro_bad(void **state)
 	assert_int_equal(ingest_decode(d, buf, len, &ev, &code, reason,
 	    sizeof reason), INGEST_BAD);
 	assert_string_equal(reason, "wrong_type: m is a map");
+	ingest_decoder_free(d);
+}
+
+/* Avro strings that are not UTF-8 or hold NUL: refused, key or value. */
+static void
+test_avro_bad_text(void **state)
+{
+	static const char *schema =
+	    "{\"type\":\"record\",\"name\":\"r\",\"fields\":["
+	    "{\"name\":\"user_id\",\"type\":\"string\"},"
+	    "{\"name\":\"ts\",\"type\":\"long\"},"
+	    "{\"name\":\"page\",\"type\":\"string\"}]}";
+	static const char *const fields[] = { "page" };
+	static const char *const keys[] = { "user_id" };
+	static const struct {
+		const char	*user, *page;	/* '#' becomes the bad byte */
+		unsigned char	 bad;
+		const char	*reason;
+	} cases[] = {
+		{ "u1", "a#b", 0xff, "wrong_type: page is not UTF-8" },
+		{ "u1", "a#b", 0xc3, "wrong_type: page is not UTF-8" },
+		{ "u1", "a#b", 0, "wrong_type: page contains NUL" },
+		{ "u#", "ab", 0xfe, "bad_key: user_id is not UTF-8" },
+		{ "u#", "ab", 0, "bad_key: user_id contains NUL" },
+		{ "u1", "caf\xc3\xa9 \xe2\x82\xac", 0, NULL },	/* good */
+	};
+	struct ingest_decoder	*d;
+	struct ingest_event	 ev;
+	enum ingest_reason	 code;
+	unsigned char		 buf[256];
+	char			 reason[256], *json;
+	size_t			 len;
+
+	(void)state;
+	d = decoder(INGEST_FORMAT_AVRO, keys, 1, fields, 1, schema, NULL);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		json = xstrfmt("{\"user_id\":\"%s\",\"ts\":1,\"page\":\"%s\"}",
+		    cases[i].user, cases[i].page);
+		len = encode(schema, 1, json, buf, sizeof buf);
+		free(json);
+		for (size_t j = 0; j < len; j++)
+			if (buf[j] == '#')
+				buf[j] = cases[i].bad;
+		if (cases[i].reason == NULL) {
+			if (ingest_decode(d, buf, len, &ev, NULL, reason,
+			    sizeof reason) != 0)
+				fail_msg("%s", reason);
+			assert_int_equal(ev.values[0].u.s.len, 9);
+			continue;
+		}
+		assert_int_equal(ingest_decode(d, buf, len, &ev, &code,
+		    reason, sizeof reason), INGEST_BAD);
+		assert_string_equal(reason, cases[i].reason);
+		assert_int_equal(code, cases[i].reason[0] == 'b' ?
+		    INGEST_R_BAD_KEY : INGEST_R_WRONG_TYPE);
+	}
 	ingest_decoder_free(d);
 }
 
@@ -1537,9 +1594,19 @@ gen_string(struct gen *g, int key)
 	gen_varint(g, (int64_t)n, 10);
 	for (size_t i = 0; i < n; i++) {
 		r = gen_rand(g);
-		/* Mostly digits and letters, sometimes '|', NUL, high bytes. */
-		gen_byte(g, r % 50 == 0 ? '|' : r % 70 == 0 ? 0 :
-		    r % 30 == 0 ? (unsigned char)(0x80 | r >> 8) :
+		/*
+		 * Mostly digits and letters, sometimes '|' or a 2-byte UTF-8
+		 * character (the length stays n bytes), rarely NUL or a lone
+		 * high byte (refused).
+		 */
+		if (r % 30 == 0 && i + 1 < n) {
+			gen_byte(g, 0xc3);
+			gen_byte(g, (unsigned char)(0x80 | (r >> 8 & 0x3f)));
+			i++;
+			continue;
+		}
+		gen_byte(g, r % 50 == 0 ? '|' : r % 2000 == 0 ? 0 :
+		    r % 1500 == 0 ? (unsigned char)(0x80 | r >> 8) :
 		    (unsigned char)((r >> 8) % 3 ? '0' + (r >> 16) % 10 :
 		    'a' + (r >> 16) % 26));
 	}
@@ -2001,6 +2068,7 @@ main(void)
 		cmocka_unit_test(test_avro_local_happy),
 		cmocka_unit_test(test_avro_timestamps),
 		cmocka_unit_test(test_avro_bad),
+		cmocka_unit_test(test_avro_bad_text),
 		cmocka_unit_test(test_avro_garbage),
 		cmocka_unit_test(test_avro_direct_agrees),
 		cmocka_unit_test(test_decoder_new_errors),
