@@ -2038,6 +2038,7 @@ ingest_stop(struct ingest *in)
 	in->started = 0;
 }
 
+#ifndef __SANITIZE_ADDRESS__
 static void *
 destroy_stuck_main(void *arg)
 {
@@ -2045,6 +2046,7 @@ destroy_stuck_main(void *arg)
 	rd_kafka_destroy_flags(arg, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
 	return NULL;
 }
+#endif
 
 /*
  * Destroy a consumer that could not leave its group.  Even without
