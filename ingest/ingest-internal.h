@@ -236,4 +236,35 @@ int				 ingest_avro_encode(struct ingest_avro_encoder *e,
 				    const json_t *obj, const void **out,
 				    size_t *outlen, char *err, size_t errlen);
 
+/* ==================================================================== */
+/*
+ * The consumer loop's timing rules (ingest.c), pure so tests can check
+ * them without a broker.
+ */
+
+/*
+ * The backlog to act on from the lag sum just read: total when it is
+ * INGEST_BACKLOG (100k) or more; else the last such total while within
+ * the hold (2 s after it was seen: librdkafka's watermarks can read 0
+ * in the middle of a catch-up); else 0.
+ */
+struct ingest_backlog {
+	int64_t		seen;		/* the last total >= INGEST_BACKLOG */
+	int64_t		until;		/* ... held until then (ms) */
+};
+int64_t		 ingest_backlog_update(struct ingest_backlog *b,
+		    int64_t total, int64_t now_ms);
+/*
+ * Is a checkpoint due?  checkpoint_ms after the last one, and under a
+ * backlog also INGEST_CKPT_SPACING (4) times the last commit's duration.
+ */
+int		 ingest_ckpt_due(int64_t now_ms, int64_t last_ckpt_ms,
+		    int64_t checkpoint_ms, int64_t backlog, int64_t commit_ms);
+/*
+ * Should the fetchers be woken?  When the consumer queue (qlen) has not
+ * grown since the last look (last_qlen) while the lag says the brokers
+ * hold more than a batch beyond it.
+ */
+int		 ingest_kick_due(int qlen, int last_qlen, int64_t lag_total);
+
 #endif

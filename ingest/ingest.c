@@ -223,8 +223,7 @@ struct ingest {
 	int64_t			 last_ckpt_ms;
 	int64_t			 last_lag_ms;	/* update_lag() */
 	int64_t			 backlog;	/* update_lag(): events behind */
-	int64_t			 backlog_seen;	/* the last one >= INGEST_BACKLOG */
-	int64_t			 backlog_until;	/* ... held until then */
+	struct ingest_backlog	 backlog_hold;	/* update_lag()'s */
 	int64_t			 lag_total;	/* update_lag(): all of it */
 
 	/*
@@ -1233,6 +1232,31 @@ rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 /* ------------------------------------------------------------------ */
 /* The consumer thread. */
 
+int64_t
+ingest_backlog_update(struct ingest_backlog *b, int64_t total, int64_t now_ms)
+{
+	if (total >= INGEST_BACKLOG) {
+		b->seen = total;
+		b->until = now_ms + INGEST_BACKLOG_HOLD_MS;
+		return total;
+	}
+	return now_ms < b->until ? b->seen : 0;
+}
+
+int
+ingest_ckpt_due(int64_t now_ms, int64_t last_ckpt_ms, int64_t checkpoint_ms,
+    int64_t backlog, int64_t commit_ms)
+{
+	return now_ms - last_ckpt_ms >= checkpoint_ms && (backlog == 0 ||
+	    now_ms - last_ckpt_ms >= INGEST_CKPT_SPACING * commit_ms);
+}
+
+int
+ingest_kick_due(int qlen, int last_qlen, int64_t lag_total)
+{
+	return qlen <= last_qlen && lag_total > (int64_t)qlen + INGEST_BATCH;
+}
+
 /*
  * Each assigned partition's lag from the high watermarks librdkafka last
  * saw (no request), and their sum as the backlog when it is
@@ -1263,11 +1287,7 @@ update_lag(struct ingest *in)
 			atomic_store(&p->eof_at_ms, now);
 	}
 	in->lag_total = total;
-	if (total >= INGEST_BACKLOG) {
-		in->backlog_seen = total;
-		in->backlog_until = now + INGEST_BACKLOG_HOLD_MS;
-	} else
-		total = now < in->backlog_until ? in->backlog_seen : 0;
+	total = ingest_backlog_update(&in->backlog_hold, total, now);
 	in->backlog = total;
 	store_backlog_set(in->store, total);
 }
@@ -1366,7 +1386,7 @@ kick_check(struct ingest *in, int64_t now)
 		return;
 	in->last_kick_ms = now;
 	qlen = rd_kafka_queue_length(in->queue);
-	if (qlen <= in->kick_qlen && in->lag_total > qlen + INGEST_BATCH) {
+	if (ingest_kick_due(qlen, in->kick_qlen, in->lag_total)) {
 		pthread_mutex_lock(&in->klock);
 		in->kick = 1;
 		pthread_cond_signal(&in->kcond);
@@ -1506,9 +1526,9 @@ consumer_main(void *arg)
 		 * Caught up, the interval is back to checkpoint_ms at once,
 		 * so a stop soon after a burst finds few dirty entities.
 		 */
-		if (now - in->last_ckpt_ms >= in->opt.checkpoint_ms &&
-		    (in->backlog == 0 || now - in->last_ckpt_ms >=
-		    INGEST_CKPT_SPACING * atomic_load(&in->commit_ms))) {
+		if (ingest_ckpt_due(now, in->last_ckpt_ms,
+		    in->opt.checkpoint_ms, in->backlog,
+		    atomic_load(&in->commit_ms))) {
 			if (ingest_checkpoint(in, 0))
 				in->last_ckpt_ms = now;
 		}
