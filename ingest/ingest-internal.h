@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include <jansson.h>
+#include <librdkafka/rdkafka.h>
 
 #include "features/features.h"
 
@@ -266,5 +267,16 @@ int		 ingest_ckpt_due(int64_t now_ms, int64_t last_ckpt_ms,
  * hold more than a batch beyond it.
  */
 int		 ingest_kick_due(int qlen, int last_qlen, int64_t lag_total);
+
+struct config;
+/*
+ * The consumer's librdkafka settings: cfg's kafka.properties, the group,
+ * what exactly-once needs (no auto commit or offset store,
+ * auto.offset.reset=error, partition EOF events) and our defaults for
+ * queued.min.messages and fetch.wait.max.ms unless the properties set
+ * them.  NULL with err naming a refused property.
+ */
+rd_kafka_conf_t	*ingest_consumer_conf(const struct config *cfg, char *err,
+		    size_t errlen);
 
 #endif

@@ -1693,6 +1693,51 @@ setup_sources(struct ingest *in, char *err, size_t errlen)
 	return 0;
 }
 
+rd_kafka_conf_t *
+ingest_consumer_conf(const struct config *cfg, char *err, size_t errlen)
+{
+	rd_kafka_conf_t	*kc;
+
+	if ((kc = kafka_conf(cfg, err, errlen)) == NULL)
+		return NULL;
+	if (kconf_set(kc, "group.id", cfg->kafka.group, err, errlen) != 0 ||
+	    kconf_set(kc, "enable.auto.commit", "false", err, errlen) != 0 ||
+	    kconf_set(kc, "enable.auto.offset.store", "false", err, errlen) != 0 ||
+	    kconf_set(kc, "auto.offset.reset", "error", err, errlen) != 0 ||
+	    kconf_set(kc, "enable.partition.eof", "true", err, errlen) != 0)
+		goto fail;
+	/*
+	 * librdkafka 2.0 stops fetching while the consumer queue holds
+	 * queued.min.messages (100000, all partitions together) and fetches
+	 * again only when its broker thread wakes up, so a consumer that
+	 * does real work per message gets its input in bursts with idle
+	 * gaps: 230k msgs/s on the ingest benchmark (docs/benchmarks.md),
+	 * 300k+ with this.  kick_check() shortens the gaps that remain.
+	 * The queue stays bounded by queued.max.messages.kbytes (64 MB).
+	 */
+	if (!kconf_user_set(cfg, "queued.min.messages") &&
+	    kconf_set(kc, "queued.min.messages", INGEST_QUEUED_MIN, err,
+	    errlen) != 0)
+		goto fail;
+	/*
+	 * A Fetch long poll (fetch.wait.max.ms, 500 by default) holds up
+	 * what comes behind it on the broker connection.  Partitions
+	 * assigned at the log's beginning first look that offset up: in the
+	 * ingest benchmark 61 of 64 partitions got theirs only after two
+	 * long polls of the 3 partitions that had, and ingest sat idle for
+	 * ~1 s of a 3 s catch-up.  100 ms bounds that; an idle consumer then
+	 * sends 10 fetches a second per broker instead of 2.
+	 */
+	if (!kconf_user_set(cfg, "fetch.wait.max.ms") &&
+	    kconf_set(kc, "fetch.wait.max.ms", INGEST_FETCH_WAIT, err,
+	    errlen) != 0)
+		goto fail;
+	return kc;
+fail:
+	rd_kafka_conf_destroy(kc);
+	return NULL;
+}
+
 struct ingest *
 ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
     const struct ingest_options *opt, char *err, size_t errlen)
@@ -1782,39 +1827,7 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 		in->shard_thread[s] = &in->shards[s % in->nthreads];
 
 	/* The consumer. */
-	if ((kc = kafka_conf(cfg, err, errlen)) == NULL)
-		goto fail;
-	if (kconf_set(kc, "group.id", cfg->kafka.group, err, errlen) != 0 ||
-	    kconf_set(kc, "enable.auto.commit", "false", err, errlen) != 0 ||
-	    kconf_set(kc, "enable.auto.offset.store", "false", err, errlen) != 0 ||
-	    kconf_set(kc, "auto.offset.reset", "error", err, errlen) != 0 ||
-	    kconf_set(kc, "enable.partition.eof", "true", err, errlen) != 0)
-		goto fail;
-	/*
-	 * librdkafka 2.0 stops fetching while the consumer queue holds
-	 * queued.min.messages (100000, all partitions together) and fetches
-	 * again only when its broker thread wakes up, so a consumer that
-	 * does real work per message gets its input in bursts with idle
-	 * gaps: 230k msgs/s on the ingest benchmark (docs/benchmarks.md),
-	 * 300k+ with this.  kick_check() shortens the gaps that remain.
-	 * The queue stays bounded by queued.max.messages.kbytes (64 MB).
-	 */
-	if (!kconf_user_set(cfg, "queued.min.messages") &&
-	    kconf_set(kc, "queued.min.messages", INGEST_QUEUED_MIN, err,
-	    errlen) != 0)
-		goto fail;
-	/*
-	 * A Fetch long poll (fetch.wait.max.ms, 500 by default) holds up
-	 * what comes behind it on the broker connection.  Partitions
-	 * assigned at the log's beginning first look that offset up: in the
-	 * ingest benchmark 61 of 64 partitions got theirs only after two
-	 * long polls of the 3 partitions that had, and ingest sat idle for
-	 * ~1 s of a 3 s catch-up.  100 ms bounds that; an idle consumer then
-	 * sends 10 fetches a second per broker instead of 2.
-	 */
-	if (!kconf_user_set(cfg, "fetch.wait.max.ms") &&
-	    kconf_set(kc, "fetch.wait.max.ms", INGEST_FETCH_WAIT, err,
-	    errlen) != 0)
+	if ((kc = ingest_consumer_conf(cfg, err, errlen)) == NULL)
 		goto fail;
 	rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
 	rd_kafka_conf_set_opaque(kc, in);

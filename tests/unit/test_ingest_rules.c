@@ -1,8 +1,9 @@
 /*
  * test_ingest_rules: the consumer loop's timing rules (ingest/ingest.c,
  * declared in ingest-internal.h): the backlog and its 2 s hold, when a
- * checkpoint is due, and when the fetchers are woken.  The loop itself
- * runs against a broker in the e2e tests.
+ * checkpoint is due, and when the fetchers are woken; and the consumer's
+ * librdkafka settings.  The loop itself runs against a broker in the e2e
+ * tests.
  */
 #include "config.h"
 
@@ -10,9 +11,12 @@
 #include <setjmp.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cmocka.h>
 
+#include "common/config.h"
+#include "common/xmalloc.h"
 #include "ingest/ingest-internal.h"
 
 static void
@@ -73,6 +77,62 @@ test_kick_due(void **state)
 	assert_true(ingest_kick_due(500000, 600000, 500000 + 1025));
 }
 
+static void
+assert_kconf(rd_kafka_conf_t *kc, const char *key, const char *want)
+{
+	char	buf[256];
+	size_t	n = sizeof buf;
+
+	assert_int_equal(rd_kafka_conf_get(kc, key, buf, &n), RD_KAFKA_CONF_OK);
+	assert_string_equal(buf, want);
+}
+
+static void
+test_consumer_conf(void **state)
+{
+	struct config	*cfg;
+	rd_kafka_conf_t	*kc;
+	char		 err[512];
+
+	(void)state;
+	cfg = config_defaults(err, sizeof err);
+	assert_non_null(cfg);
+	/* Our defaults, and what exactly-once needs. */
+	kc = ingest_consumer_conf(cfg, err, sizeof err);
+	assert_non_null(kc);
+	assert_kconf(kc, "fetch.wait.max.ms", "100");
+	assert_kconf(kc, "queued.min.messages", "1000000");
+	assert_kconf(kc, "enable.auto.commit", "false");
+	assert_kconf(kc, "enable.auto.offset.store", "false");
+	assert_kconf(kc, "auto.offset.reset", "error");
+	assert_kconf(kc, "enable.partition.eof", "true");
+	rd_kafka_conf_destroy(kc);
+
+	/* kafka.properties win over our defaults, not over exactly-once. */
+	cfg->kafka.properties = xcalloc(4, sizeof *cfg->kafka.properties);
+	cfg->kafka.properties[0].key = xstrdup("fetch.wait.max.ms");
+	cfg->kafka.properties[0].value = xstrdup("500");
+	cfg->kafka.properties[1].key = xstrdup("queued.min.messages");
+	cfg->kafka.properties[1].value = xstrdup("5000");
+	cfg->kafka.properties[2].key = xstrdup("enable.auto.commit");
+	cfg->kafka.properties[2].value = xstrdup("true");
+	cfg->kafka.nproperties = 3;
+	kc = ingest_consumer_conf(cfg, err, sizeof err);
+	assert_non_null(kc);
+	assert_kconf(kc, "fetch.wait.max.ms", "500");
+	assert_kconf(kc, "queued.min.messages", "5000");
+	assert_kconf(kc, "enable.auto.commit", "false");
+	rd_kafka_conf_destroy(kc);
+
+	/* A property librdkafka refuses is named. */
+	cfg->kafka.properties[3].key = xstrdup("no.such.property");
+	cfg->kafka.properties[3].value = xstrdup("1");
+	cfg->kafka.nproperties = 4;
+	assert_null(ingest_consumer_conf(cfg, err, sizeof err));
+	assert_non_null(strstr(err, "kafka property no.such.property"));
+	config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -80,6 +140,7 @@ main(void)
 		cmocka_unit_test(test_backlog_hold),
 		cmocka_unit_test(test_ckpt_due),
 		cmocka_unit_test(test_kick_due),
+		cmocka_unit_test(test_consumer_conf),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
