@@ -1411,8 +1411,8 @@ kick_main(void *arg)
 		in->kick = 0;
 		pthread_mutex_unlock(&in->klock);
 		/* One ListOffsets request per leader, for all its partitions. */
-		l = rd_kafka_topic_partition_list_new((int)in->nparts);
 		pthread_mutex_lock(&in->part_lock);
+		l = rd_kafka_topic_partition_list_new((int)in->nparts);
 		for (size_t i = 0; i < in->nparts; i++)
 			if (in->parts[i].assigned)
 				rd_kafka_topic_partition_list_add(l,
