@@ -224,17 +224,25 @@ dd_mul_d(double hi, double lo, double b, double *ph, double *pl)
 
 /* ---- values and keys -------------------------------------------------- */
 
+int
+agg_event_cmp(int64_t ts_a, int32_t part_a, int64_t off_a, int64_t ts_b,
+    int32_t part_b, int64_t off_b)
+{
+	if (ts_a != ts_b)
+		return ts_a < ts_b ? -1 : 1;
+	if (part_a != part_b)
+		return part_a < part_b ? -1 : 1;
+	if (off_a != off_b)
+		return off_a < off_b ? -1 : 1;
+	return 0;
+}
+
 static int
 key_cmp(int64_t ts, int32_t partition, int64_t offset,
     const struct agg_entry *e)
 {
-	if (ts != e->ts)
-		return ts < e->ts ? -1 : 1;
-	if (partition != e->partition)
-		return partition < e->partition ? -1 : 1;
-	if (offset != e->offset)
-		return offset < e->offset ? -1 : 1;
-	return 0;
+	return agg_event_cmp(ts, partition, offset, e->ts, e->partition,
+	    e->offset);
 }
 
 static void

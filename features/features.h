@@ -43,6 +43,14 @@ struct agg_value {
 	} u;
 };
 
+/*
+ * The order of events (SPEC §3): by ts, then partition, then offset;
+ * last, first and last_n break ties by it, and a replay takes an entity's
+ * events in it.  <0, 0 or >0 as a comes before, with or after b.
+ */
+int		 agg_event_cmp(int64_t ts_a, int32_t part_a, int64_t off_a,
+		    int64_t ts_b, int32_t part_b, int64_t off_b);
+
 /* ==================================================================== */
 /*
  * Feature repo (repo.c): the YAML files in features/ of a repo directory

@@ -475,10 +475,8 @@ training_on_event(void *arg, const struct offline_event *ev)
 		job->cur = g;
 		job->pos = g->first;
 		replay_reset(job->replay);
-	} else if (ev->ts < job->last.ts || (ev->ts == job->last.ts &&
-	    (ev->partition < job->last.partition ||
-	    (ev->partition == job->last.partition &&
-	    ev->offset <= job->last.offset)))) {
+	} else if (agg_event_cmp(ev->ts, ev->partition, ev->offset,
+	    job->last.ts, job->last.partition, job->last.offset) <= 0) {
 		/* Rows filled so far would have missed this event. */
 		snprintf(job->err, job->errlen, "view %s: the offline store "
 		    "returned the events of key %.*s out of time order",

@@ -117,11 +117,8 @@ verify_event_cmp(const void *a, const void *b)
 {
 	const struct verify_event	*x = a, *y = b;
 
-	if (x->ts != y->ts)
-		return x->ts < y->ts ? -1 : 1;
-	if (x->partition != y->partition)
-		return x->partition < y->partition ? -1 : 1;
-	return x->offset < y->offset ? -1 : x->offset > y->offset;
+	return agg_event_cmp(x->ts, x->partition, x->offset, y->ts,
+	    y->partition, y->offset);
 }
 
 static int
