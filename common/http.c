@@ -359,12 +359,28 @@ http_rt_match(const struct http_rt *rt, const char *path, size_t pathlen,
  * whose pattern matches the path whatever the method, and allow lists the
  * methods of all such routes (for 405).
  */
+/* Append ", method" (or just method) to the Allow list; its new length. */
+static size_t
+http_allow_add(char *allow, size_t used, size_t allowlen, const char *method)
+{
+	size_t	n = strlen(method);
+
+	if (used + n + 3 > allowlen)
+		return used;
+	if (used > 0) {
+		memcpy(allow + used, ", ", 2);
+		used += 2;
+	}
+	memcpy(allow + used, method, n + 1);
+	return used + n;
+}
+
 static struct http_rt *
 http_route_find(struct http_server *s, const char *method, const char *path,
     struct http_span *spans, struct http_rt **pathrt, char *allow,
     size_t allowlen)
 {
-	size_t		 pathlen = strlen(path), used = 0, n;
+	size_t		 pathlen = strlen(path), used = 0;
 	struct http_rt	*rt;
 
 	*pathrt = NULL;
@@ -379,15 +395,10 @@ http_route_find(struct http_server *s, const char *method, const char *path,
 			*pathrt = rt;
 		if (strstr(allow, rt->r.method) != NULL)
 			continue;
-		n = strlen(rt->r.method);
-		if (used + n + 3 > allowlen)
-			continue;
-		if (used > 0) {
-			memcpy(allow + used, ", ", 2);
-			used += 2;
-		}
-		memcpy(allow + used, rt->r.method, n + 1);
-		used += n;
+		used = http_allow_add(allow, used, allowlen, rt->r.method);
+		/* HEAD is served wherever GET is (http_dispatch). */
+		if (strcmp(rt->r.method, "GET") == 0)
+			used = http_allow_add(allow, used, allowlen, "HEAD");
 	}
 	return NULL;
 }
@@ -1068,6 +1079,19 @@ http_refuse(struct http_conn *c, int code, const char *why)
 	http_account(s, req.rt, req.code, t0);
 }
 
+/* How many '&'-separated pairs query holds (0 for NULL or ""). */
+static int
+http_query_pairs(const char *query)
+{
+	int	n;
+
+	if (query == NULL || *query == '\0')
+		return 0;
+	for (n = 1; (query = strchr(query, '&')) != NULL; query++)
+		n++;
+	return n;
+}
+
 static void
 http_dispatch(struct http_conn *c, char *b, const struct http_head *h)
 {
@@ -1106,6 +1130,11 @@ http_dispatch(struct http_conn *c, char *b, const struct http_head *h)
 		req.rt = rt;
 		if (http_params_decode(&req, spans) == -1) {
 			/* replied 400 */
+		} else if (http_query_pairs(h->query ? b + h->query : NULL) >
+		    HTTP_MAX_QUERY) {
+			/* Not looked at past the limit: refused, not ignored. */
+			http_reply_error(&req, 400, "bad_request", "more than %d "
+			    "query parameters", HTTP_MAX_QUERY);
 		} else if ((rt->r.flags & HTTP_ROUTE_MUTATING) &&
 		    s->token != NULL && !http_authorized(&req)) {
 			req.xhdr = "WWW-Authenticate: Bearer\r\n";

@@ -387,6 +387,36 @@ test_get_params_query(void **state)
 	assert_true(json_is_null(json_object_get(j, "as_of")));
 	json_decref(j);
 	resp_free(&r);
+
+	/*
+	 * 32 pairs are read, the last one too; a 33rd is refused rather
+	 * than the pairs past the limit silently ignored.
+	 */
+	{
+		char	q[1024] = "";
+		char	*req;
+
+		for (int i = 1; i < 32; i++)
+			snprintf(q + strlen(q), sizeof q - strlen(q),
+			    "z%d=1&", i);
+		req = xstrfmt("GET /v1/features/v/k?%sas_of=7 HTTP/1.1\r\n"
+		    "Host: t\r\n\r\n", q);
+		roundtrip(req, &r);
+		free(req);
+		assert_int_equal(r.status, 200);
+		j = resp_json(&r);
+		assert_string_equal(json_string_value(json_object_get(j,
+		    "as_of")), "7");
+		json_decref(j);
+		resp_free(&r);
+		req = xstrfmt("GET /v1/features/v/k?z0=1&%sas_of=7 HTTP/1.1"
+		    "\r\nHost: t\r\n\r\n", q);
+		roundtrip(req, &r);
+		free(req);
+		assert_error(&r, 400, "bad_request",
+		    "more than 32 query parameters");
+		resp_free(&r);
+	}
 }
 
 static void
@@ -439,7 +469,7 @@ test_method_not_allowed(void **state)
 	resp_free(&r);
 	roundtrip("DELETE /v1/features/a/b HTTP/1.1\r\nHost: t\r\n\r\n", &r);
 	assert_int_equal(r.status, 405);
-	assert_string_equal(resp_header(&r, "Allow"), "GET");
+	assert_string_equal(resp_header(&r, "Allow"), "GET, HEAD");
 	resp_free(&r);
 }
 
