@@ -446,6 +446,38 @@ api_get_value(void *arg, size_t i, const struct agg_value *v,
 	g->sts[i] = st;
 }
 
+/*
+ * Can key name an entity of v?  Shorter than STORE_KEYMAX, and one
+ * non-empty part per join key when there are several (ingest refuses
+ * '|' and "" in their values), so a malformed key is a 400, not a
+ * NOT_FOUND that looks like a missing entity.
+ */
+static int
+api_key_check(const struct repo_view *v, const char *key, char *err,
+    size_t errlen)
+{
+	size_t		 len = strlen(key), parts = 1;
+	const char	*p;
+
+	if (len >= STORE_KEYMAX) {
+		snprintf(err, errlen, "key of %zu bytes is too long (the limit "
+		    "is %d)", len, STORE_KEYMAX - 1);
+		return -1;
+	}
+	if (v->njoin_keys < 2)
+		return 0;
+	for (p = key; (p = strchr(p, '|')) != NULL; p++)
+		parts++;
+	if (parts != v->njoin_keys || key[0] == '|' || key[len - 1] == '|' ||
+	    strstr(key, "||") != NULL) {
+		snprintf(err, errlen, "view %s is keyed by %zu join keys: the "
+		    "key must be %zu non-empty values joined by '|'", v->name,
+		    v->njoin_keys, v->njoin_keys);
+		return -1;
+	}
+	return 0;
+}
+
 static void
 api_get_feature(struct http_req *req, void *arg)
 {
@@ -489,6 +521,10 @@ api_get_feature(struct http_req *req, void *arg)
 		goto out;
 	}
 	vi = (size_t)(v - repo->views);
+	if (api_key_check(v, key, err, sizeof err) != 0) {
+		http_reply_error(req, 400, "bad_request", "%s", err);
+		goto out;
+	}
 	/* Every output of the view by default, however many it has. */
 	maxouts = v->noutputs > API_MAX_OUTPUTS ? v->noutputs : API_MAX_OUTPUTS;
 	if (maxouts == API_MAX_OUTPUTS) {
@@ -641,6 +677,35 @@ row_key(json_t *entities, const struct repo_view *v, size_t row, char *buf,
 	return (int)n;
 }
 
+/*
+ * Do two columns get the same name in the reply ("feat_window", or
+ * "view__feat_window" with full names)?  Feast refuses such a request:
+ * results are read by name.
+ */
+static int
+api_names_collide(const struct api_col *cols, size_t ncols, int fullnames,
+    char *err, size_t errlen)
+{
+	for (size_t i = 1; i < ncols; i++) {
+		const char *a = fullnames ? cols[i].name :
+		    strchr(cols[i].name, ':') + 1;
+
+		for (size_t j = 0; j < i; j++) {
+			const char *b = fullnames ? cols[j].name :
+			    strchr(cols[j].name, ':') + 1;
+
+			if (strcmp(a, b) != 0)
+				continue;
+			snprintf(err, errlen, "features[%zu] and features[%zu] "
+			    "are both named '%s' in the reply: ask for a "
+			    "feature once%s", j, i, a, fullnames ? "" :
+			    ", or set full_feature_names");
+			return 1;
+		}
+	}
+	return 0;
+}
+
 static void
 api_get_online_features(struct http_req *req, void *arg)
 {
@@ -651,8 +716,8 @@ api_get_online_features(struct http_req *req, void *arg)
 	struct api_col		*cols = NULL;
 	size_t			 ncols, nrows = 0, i;
 	const char		*kname;
-	int			 fullnames;
-	char			 err[256], key[1024];
+	int			 fullnames, first = 1;
+	char			 err[256], key[STORE_KEYMAX];
 	int64_t			 now = util_now_ms();
 
 	if (body == NULL)
@@ -685,8 +750,9 @@ api_get_online_features(struct http_req *req, void *arg)
 			    "entities.%s must be an array", kname);
 			goto out;
 		}
-		if (nrows == 0)
+		if (first)
 			nrows = json_array_size(x);
+		first = 0;
 		if (json_array_size(x) != nrows) {
 			http_reply_error(req, 400, "bad_request", "entity "
 			    "columns differ in length (%s has %zu, expected %zu)",
@@ -735,6 +801,10 @@ api_get_online_features(struct http_req *req, void *arg)
 				    cols[i].view->name);
 				goto out;
 			}
+	}
+	if (api_names_collide(cols, ncols, fullnames, err, sizeof err)) {
+		http_reply_error(req, 400, "bad_request", "%s", err);
+		goto out;
 	}
 	for (i = 0; i < ncols; i++) {
 		cols[i].values = json_array();

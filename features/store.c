@@ -1476,7 +1476,9 @@ store_lookup_fn(struct store *s, size_t view, const char *key, size_t keylen,
 			rc = -1;
 			break;
 		}
-		fn(arg, i, &val, val.type == AGG_NULL ? STORE_NULL_VALUE :
+		/* A sum that overflowed is served as null: so is its status. */
+		fn(arg, i, &val, val.type == AGG_NULL || (val.type ==
+		    AGG_DOUBLE && !isfinite(val.u.d)) ? STORE_NULL_VALUE :
 		    STORE_PRESENT);
 	}
 	pthread_rwlock_unlock(&sh->lock);

@@ -18,6 +18,12 @@
 
 #include <jansson.h>
 
+/*
+ * An entity key (join-key values joined by '|') is shorter than this:
+ * ingest dead-letters a longer one and lookups refuse it.
+ */
+#define STORE_KEYMAX	1024
+
 struct repo;
 struct repo_view;
 struct metrics;

@@ -42,7 +42,7 @@
 #define INGEST_BATCH		1024
 #define INGEST_FUTURE_DLQ_MS	(60 * 60 * 1000)	/* beyond: dead-letter */
 #define INGEST_EVICT_MS		(60 * 1000)
-#define INGEST_KEYMAX		1024
+#define INGEST_KEYMAX		STORE_KEYMAX
 #define INGEST_QUEUED_MIN	"1000000"	/* see ingest_new() */
 #define INGEST_FETCH_WAIT	"100"		/* fetch.wait.max.ms, ditto */
 #define INGEST_SHARD_BATCH	512	/* events per batch to a shard thread */

@@ -2102,11 +2102,151 @@ test_api_feast(void **state)
 	api_stop(&a);
 }
 
+/* The error message of a reply, for strstr(). */
+static const char *
+err_msg(json_t *j)
+{
+	const char *m = json_string_value(json_object_get(json_object_get(j,
+	    "error"), "message"));
+
+	assert_non_null(m);
+	return m;
+}
+
+/*
+ * Malformed requests are 400s, not replies that look like data: a key
+ * with the wrong number of parts, a key longer than ingest accepts,
+ * entity columns of different lengths (an empty one first too), two
+ * columns with one name.  A sum that overflowed is null and NULL_VALUE.
+ */
+static void
+test_api_bad_requests(void **state)
+{
+	static const char *const bad[] = {
+		"u1", "u1%7Ca%7Cb", "u1%7C", "%7Ca", "u1%7C%7Ca"
+	};
+	static const char *const uneven[] = {
+		"{\"features\": [\"user_clicks:clicks_1h\"], \"entities\": "
+		"{\"foo\": [], \"user_id\": [\"u1\", \"u2\"]}}",
+		"{\"features\": [\"user_clicks:clicks_1h\"], \"entities\": "
+		"{\"user_id\": [\"u1\", \"u2\"], \"foo\": []}}",
+		"{\"features\": [\"user_page:n_1h\"], \"entities\": "
+		"{\"user_id\": [], \"page\": [\"a\"]}}",
+	};
+	const struct repo_source	*src;
+	struct api_fx			 a;
+	struct agg_value		 vals[16];
+	json_t				*j, *r;
+	char				*yaml, *t, *body, err[256];
+	char				 key[STORE_KEYMAX + 1];
+	int64_t				 now = util_now_ms();
+
+	(void)state;
+	yaml = xstrfmt("%s  - name: user_page\n    entities: [user, pg]\n"
+	    "    source: clicks\n    windows: [{size: 1h, hop: 1m}]\n"
+	    "    features:\n      - {name: n, agg: count}\n", repo_base);
+	api_start(&a, yaml);
+	free(yaml);
+	src = repo_source_find(a.x.repo, "clicks");
+	memset(vals, 0, sizeof vals);
+	set_field(src, vals, "user_id", v_str("u1"));
+	set_field(src, vals, "page", v_str("a"));
+	assert_int_equal(apply_view(&a.x, "user_page", "u1|a", now - MIN, 0, 0,
+	    vals, err, sizeof err), AGG_ADD_OK);
+	click(&a.x, "u3", now - 2 * MIN, 1, 1e308, "a");
+	click(&a.x, "u3", now - MIN, 2, 1e308, "a");
+
+	/* A composite key needs one non-empty part per join key. */
+	assert_int_equal(http_do(&a, "GET", "/v1/features/user_page/u1%7Ca",
+	    NULL, &j), 200);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(
+	    json_object_get(j, "features"), "n_1h"), "status")), "PRESENT");
+	json_decref(j);
+	assert_int_equal(http_do(&a, "GET", "/v1/features/user_page/u9%7Cz",
+	    NULL, &j), 200);
+	json_decref(j);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		t = xstrfmt("/v1/features/user_page/%s", bad[i]);
+		assert_int_equal(http_do(&a, "GET", t, NULL, &j), 400);
+		assert_non_null(strstr(err_msg(j), "keyed by 2 join keys"));
+		json_decref(j);
+		free(t);
+	}
+	/* A single key may hold '|'. */
+	assert_int_equal(http_do(&a, "GET", "/v1/features/user_clicks/a%7Cb",
+	    NULL, &j), 200);
+	json_decref(j);
+	/* Keys as long as ingest takes, and no longer. */
+	memset(key, 'k', sizeof key);
+	key[STORE_KEYMAX - 1] = '\0';
+	t = xstrfmt("/v1/features/user_clicks/%s", key);
+	assert_int_equal(http_do(&a, "GET", t, NULL, &j), 200);
+	json_decref(j);
+	free(t);
+	key[STORE_KEYMAX - 1] = 'k';
+	key[STORE_KEYMAX] = '\0';
+	t = xstrfmt("/v1/features/user_clicks/%s", key);
+	assert_int_equal(http_do(&a, "GET", t, NULL, &j), 400);
+	assert_non_null(strstr(err_msg(j), "key of 1024 bytes is too long"));
+	json_decref(j);
+	free(t);
+
+	/* An overflowed sum: null, and said so by its status. */
+	assert_int_equal(http_do(&a, "GET", "/v1/features/user_clicks/u3?"
+	    "features=spend_1h,clicks_1h", NULL, &j), 200);
+	r = json_object_get(json_object_get(j, "features"), "spend_1h");
+	assert_true(json_is_null(json_object_get(r, "value")));
+	assert_string_equal(json_string_value(json_object_get(r, "status")),
+	    "NULL_VALUE");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(
+	    json_object_get(j, "features"), "clicks_1h"), "status")),
+	    "PRESENT");
+	json_decref(j);
+	assert_int_equal(http_do(&a, "POST", "/get-online-features",
+	    "{\"features\": [\"user_clicks:spend_1h\"], \"entities\": "
+	    "{\"user_id\": [\"u3\"]}}", &j), 200);
+	body = json_dumps(json_object_get(json_array_get(json_object_get(j,
+	    "results"), 1), "statuses"), JSON_COMPACT);
+	assert_string_equal(body, "[\"NULL_VALUE\"]");
+	free(body);
+	json_decref(j);
+
+	/* Columns of different lengths, whichever comes first. */
+	for (size_t i = 0; i < sizeof uneven / sizeof uneven[0]; i++) {
+		assert_int_equal(http_do(&a, "POST", "/get-online-features",
+		    uneven[i], &j), 400);
+		assert_non_null(strstr(err_msg(j), "columns differ in length"));
+		json_decref(j);
+	}
+	/* No rows at all is an empty answer, not an error. */
+	assert_int_equal(http_do(&a, "POST", "/get-online-features",
+	    "{\"features\": [\"user_clicks:clicks_1h\"], \"entities\": "
+	    "{\"user_id\": []}}", &j), 200);
+	json_decref(j);
+
+	/* Two columns with one name in the reply. */
+	assert_int_equal(http_do(&a, "POST", "/get-online-features",
+	    "{\"features\": [\"user_clicks:clicks_1h\", "
+	    "\"user_clicks:clicks_1h\"], \"entities\": {\"user_id\": "
+	    "[\"u1\"]}, \"full_feature_names\": true}", &j), 400);
+	assert_string_equal(err_msg(j), "features[0] and features[1] are both "
+	    "named 'user_clicks:clicks_1h' in the reply: ask for a feature "
+	    "once");
+	json_decref(j);
+	assert_int_equal(http_do(&a, "POST", "/get-online-features",
+	    "{\"features\": [\"user_clicks:clicks_1h\", "
+	    "\"user_page:n_1h\", \"user_clicks:spend_1h\"], \"entities\": "
+	    "{\"user_id\": [\"u1\"], \"page\": [\"a\"]}}", &j), 200);
+	json_decref(j);
+	api_stop(&a);
+}
+
 int
 main(void)
 {
 	static const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_values_and_statuses),
+		cmocka_unit_test(test_api_bad_requests),
 		cmocka_unit_test(test_as_of),
 		cmocka_unit_test(test_bad_events),
 		cmocka_unit_test(test_checkpoint_reopen),
