@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <avro.h>
@@ -38,6 +39,7 @@
 
 #define REPO_LAST_N_MAX		1000
 #define REPO_TOPIC_MAX		249	/* Kafka's limit on topic names */
+#define REPO_SCHEMA_MAX		(16 << 20)	/* bytes of an .avsc */
 #define REPO_SUGGEST_MAX	64	/* longest word we look for near misses of */
 
 /*
@@ -730,9 +732,9 @@ repo_load_schema(struct repo_loader *rl, struct repo_source *src,
 	json_t		*fields, *f;
 	avro_schema_t	 as;
 	char		*path = repo_path(rl->dir, src->schema_path), *text = NULL;
-	const char	*type, *fname;
+	const char	*type, *fname, *why = NULL;
 	FILE		*fp;
-	long		 size;
+	struct stat	 sb;
 	size_t		 i, len;
 	int		 rc = -1;
 
@@ -741,15 +743,23 @@ repo_load_schema(struct repo_loader *rl, struct repo_source *src,
 		    src->schema_path, strerror(errno));
 		goto fail;
 	}
-	if (fseek(fp, 0, SEEK_END) == -1 || (size = ftell(fp)) < 0 ||
-	    fseek(fp, 0, SEEK_SET) == -1) {
+	/* A directory opens, and its "size" would be LONG_MAX bytes. */
+	if (fstat(fileno(fp), &sb) == -1)
+		why = strerror(errno);
+	else if (S_ISDIR(sb.st_mode))
+		why = "it is a directory";
+	else if (!S_ISREG(sb.st_mode))
+		why = "not a regular file";
+	else if (sb.st_size > REPO_SCHEMA_MAX)
+		why = "larger than 16 MiB";
+	if (why != NULL) {
 		repo_err(rl, at, "%s: cannot read schema %s: %s", what,
-		    src->schema_path, strerror(errno));
+		    src->schema_path, why);
 		fclose(fp);
 		goto fail;
 	}
-	text = xmalloc((size_t)size + 1);
-	len = fread(text, 1, (size_t)size, fp);
+	text = xmalloc((size_t)sb.st_size + 1);
+	len = fread(text, 1, (size_t)sb.st_size, fp);
 	text[len] = '\0';
 	if (ferror(fp)) {
 		repo_err(rl, at, "%s: cannot read schema %s: %s", what,

@@ -231,6 +231,18 @@ static const struct ecase ecases[] = {
 		"    timestamp_field: ts\n" } },
 	  { "@/features/a.yaml:5:13: source s: cannot read schema "
 	    "schemas/nope.avsc: No such file or directory" } },
+	/* A directory opens; reading it by its "size" aborted the process. */
+	{ "schema_is_a_directory", {
+	    { "schemas/dir.avsc/x", "" },
+	    { "features/a.yaml",
+		"sources:\n"
+		"  - name: s\n"
+		"    topic: t\n"
+		"    format: avro\n"
+		"    schema: schemas/dir.avsc\n"
+		"    timestamp_field: ts\n" } },
+	  { "@/features/a.yaml:5:13: source s: cannot read schema "
+	    "schemas/dir.avsc: it is a directory" } },
 	{ "schema_bad_json", {
 	    { "schemas/bad.avsc", "{\"type\": \"record\",\n  \"fields\": [,]}\n" },
 	    { "features/a.yaml",
