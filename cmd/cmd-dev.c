@@ -354,6 +354,8 @@ cmd_dev_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (optind < argc)
 		return cmd_usage_error(self, "unexpected argument \"%s\"",
 		    argv[optind]);
+	if (config_check_listen(http, err, sizeof err) != 0)
+		return cmd_usage_error(self, "--http: %s", err);
 	if (repo_arg != NULL && !cmd_dev_is_dir(repo_arg))
 		return cmd_usage_error(self, "--repo %s: not a directory",
 		    repo_arg);

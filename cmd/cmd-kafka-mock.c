@@ -145,6 +145,14 @@ cmd_kafka_mock_exec(const struct cmd_entry *self, int argc, char **argv)
 			    KMOCK_MAX_PARTITIONS);
 			goto out;
 		}
+		for (size_t j = 0; j < i; j++)
+			if (strncmp(topics[j], topics[i], len) == 0 &&
+			    (topics[j][len] == '\0' || topics[j][len] == ':')) {
+				cmd_usage_error(self, "--topic %s: topic %.*s is "
+				    "given twice", topics[i], (int)len,
+				    topics[i]);
+				goto out;
+			}
 	}
 	log_set_level(cmd_log_level(LOG_INFO));
 

@@ -18,6 +18,7 @@
 #include "cmd/online.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "ingest/ingest.h"
 
 static int
 cmd_serve_exec(const struct cmd_entry *self, int argc, char **argv)
@@ -57,8 +58,10 @@ cmd_serve_exec(const struct cmd_entry *self, int argc, char **argv)
 	if (cmd_need_config(self, argc, argv, path) != CMD_EXIT_OK)
 		return CMD_EXIT_USAGE;
 
-	if ((cfg = config_load(path, err, sizeof err)) == NULL) {
+	if ((cfg = config_load(path, err, sizeof err)) == NULL ||
+	    ingest_check_config(cfg, err, sizeof err) != 0) {
 		fprintf(stderr, "%s\n", err);
+		config_free(cfg);
 		return CMD_EXIT_USAGE;
 	}
 	if (check) {

@@ -26,8 +26,11 @@
  */
 #include "common/config.h"
 
+#include <sys/types.h>
+#include <sys/socket.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -497,20 +500,38 @@ config_free_map(const struct config_key *k, void *field)
 	for (size_t i = 0; i < *n; i++) {
 		free((*kv)[i].key);
 		free((*kv)[i].value);
+		free((*kv)[i].where);
 	}
 	free(*kv);
 	*kv = NULL;
 	*n = 0;
 }
 
+/*
+ * Add key=value, remembering where it came from (node n of the file, the
+ * variable being applied, or key k's default) for errors found later.
+ */
 static void
-config_map_add(struct config_kv **kv, size_t *n, size_t *cap, const char *key,
-    size_t keylen, const char *value, size_t valuelen)
+config_map_add(struct config_ctx *c, const struct config_key *k,
+    const struct ydoc_node *n, struct config_kv **kv, size_t *count,
+    size_t *cap, const char *key, size_t keylen, const char *value,
+    size_t valuelen)
 {
-	*kv = xgrow(*kv, cap, *n + 1, sizeof **kv);
-	(*kv)[*n].key = xstrndup(key, keylen);
-	(*kv)[*n].value = xstrndup(value, valuelen);
-	(*n)++;
+	char	name[128];
+
+	*kv = xgrow(*kv, cap, *count + 1, sizeof **kv);
+	(*kv)[*count].key = xstrndup(key, keylen);
+	(*kv)[*count].value = xstrndup(value, valuelen);
+	if (c->env != NULL)
+		(*kv)[*count].where = xstrdup(c->env);
+	else if (c->doc != NULL && n != NULL)
+		(*kv)[*count].where = xstrfmt("%s:%d:%d", c->cfg->path,
+		    n->line, n->col);
+	else {
+		config_key_name(k, name, sizeof name);
+		(*kv)[*count].where = xstrdup(name);
+	}
+	(*count)++;
 }
 
 /* Trim spaces around s[0..len). */
@@ -546,7 +567,8 @@ config_set_map_text(struct config_ctx *c, const struct config_key *k,
 		val = config_trim(eq + 1, &vallen);
 		if (keylen == 0)
 			goto bad;
-		config_map_add(kv, count, &cap, key, keylen, val, vallen);
+		config_map_add(c, k, NULL, kv, count, &cap, key, keylen, val,
+		    vallen);
 	}
 	return 0;
 bad:
@@ -575,8 +597,8 @@ config_set_map(struct config_ctx *c, const struct config_key *k,
 		if ((v = ydoc_get_str(n->items[i])) == NULL)
 			return config_expected(c, k, n->keys[i]->str,
 			    n->items[i], "a string, number or boolean", NULL);
-		config_map_add(kv, count, &cap, n->keys[i]->str,
-		    n->keys[i]->len, v, strlen(v));
+		config_map_add(c, k, n->keys[i], kv, count, &cap,
+		    n->keys[i]->str, n->keys[i]->len, v, strlen(v));
 	}
 	return 0;
 }
@@ -603,15 +625,33 @@ static int
 config_check_hostport(struct config *cfg, const struct config_key *k,
     char *why, size_t whylen)
 {
-	const char	*addr = *(char **)config_field(cfg, k);
-	char		 host[256];
-	int		 port;
+	return config_check_listen(*(char **)config_field(cfg, k), why, whylen);
+}
 
-	if (util_split_hostport(addr, host, sizeof host, &port) == 0)
-		return 0;
-	snprintf(why, whylen, "expected host:port (e.g. 127.0.0.1:8700 or "
-	    "[::1]:8700), got '%s'", addr);
-	return -1;
+int
+config_check_listen(const char *addr, char *why, size_t whylen)
+{
+	char		 host[256];
+	int		 port, gai;
+	struct addrinfo	 hints, *ai;
+
+	if (util_split_hostport(addr, host, sizeof host, &port) != 0) {
+		snprintf(why, whylen, "expected host:port (e.g. 127.0.0.1:8700 "
+		    "or [::1]:8700), got '%s'", addr);
+		return -1;
+	}
+	/* As the HTTP server will look it up: an error here, not at bind. */
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	if ((gai = getaddrinfo(host, "0", &hints, &ai)) != 0) {
+		snprintf(why, whylen, "cannot resolve host '%s': %s", host,
+		    gai_strerror(gai));
+		return -1;
+	}
+	freeaddrinfo(ai);
+	return 0;
 }
 
 static int

@@ -19,6 +19,7 @@
 struct config_kv {
 	char	*key;
 	char	*value;
+	char	*where;	/* "file:line:col" or the variable it came from */
 };
 
 struct config {
@@ -62,5 +63,12 @@ struct config	*config_defaults(char *err, size_t errlen);
  */
 struct config	*config_load(const char *path, char *err, size_t errlen);
 void		 config_free(struct config *cfg);
+/*
+ * Is addr a listen address (host:port, the host resolvable)?  0, or -1
+ * with why ("expected host:port ...", "cannot resolve host ...").  What
+ * http.listen is checked with, for addresses given on a command line.
+ */
+int		 config_check_listen(const char *addr, char *why,
+		    size_t whylen);
 
 #endif

@@ -1607,14 +1607,33 @@ kafka_conf(const struct config *cfg, char *err, size_t errlen)
 	if (kconf_set(kc, "bootstrap.servers", cfg->kafka.bootstrap, err,
 	    errlen) != 0)
 		goto fail;
-	for (size_t i = 0; i < cfg->kafka.nproperties; i++)
-		if (kconf_set(kc, cfg->kafka.properties[i].key,
-		    cfg->kafka.properties[i].value, err, errlen) != 0)
+	for (size_t i = 0; i < cfg->kafka.nproperties; i++) {
+		const struct config_kv	*p = &cfg->kafka.properties[i];
+		char			 kerr[384];
+
+		if (kconf_set(kc, p->key, p->value, kerr, sizeof kerr) != 0) {
+			/* Where the user wrote it: "mlopsd.yaml:7:5: ...". */
+			snprintf(err, errlen, "%s%s%s", p->where ? p->where :
+			    "", p->where ? ": " : "", kerr);
 			goto fail;
+		}
+	}
 	return kc;
 fail:
 	rd_kafka_conf_destroy(kc);
 	return NULL;
+}
+
+int
+ingest_check_config(const struct config *cfg, char *err, size_t errlen)
+{
+	rd_kafka_conf_t	*kc;
+
+	/* The dead-letter producer's conf is kafka_conf() plus our keys. */
+	if ((kc = ingest_consumer_conf(cfg, err, errlen)) == NULL)
+		return -1;
+	rd_kafka_conf_destroy(kc);
+	return 0;
 }
 
 static int

@@ -33,6 +33,14 @@ struct ingest_options {
 struct ingest	*ingest_new(const struct config *cfg, struct store *store,
 		    struct metrics *m, const struct ingest_options *opt,
 		    char *err, size_t errlen);
+/*
+ * Would librdkafka take cfg's kafka.properties?  0, or -1 with err
+ * naming the property and where it was written ("mlopsd.yaml:7:5:
+ * kafka property no.such: No such configuration property"): a config
+ * error, found before anything starts.
+ */
+int		 ingest_check_config(const struct config *cfg, char *err,
+		    size_t errlen);
 /* Start the consumer thread.  Returns 0 or -1. */
 int		 ingest_start(struct ingest *in, char *err, size_t errlen);
 /*

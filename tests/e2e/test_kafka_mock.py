@@ -106,6 +106,13 @@ def bad_topic_is_a_usage_error():
     assert p.returncode == 2, p
     assert p.stdout == b""
     assert b"--topic t:zero: the partition count must be" in p.stderr, p.stderr
+    # The same topic twice was created once, then the second failed (1).
+    p = subprocess.run([binary(), "kafka-mock", "--topic", "a:1", "--topic",
+                        "ab", "--topic", "a:2"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10)
+    assert p.returncode == 2, p
+    assert p.stdout == b""
+    assert b"--topic a:2: topic a is given twice" in p.stderr, p.stderr
 
 
 @test

@@ -211,6 +211,34 @@ test_serve_check_bad(void **state)
 	testutil_run_cmd(&r, "serve", "--check", "-c", "/nonexistent/mlopsd.yaml", NULL);
 	assert_int_equal(r.rc, 2);
 	assert_non_null(strstr(r.err, "/nonexistent/mlopsd.yaml"));
+
+	/*
+	 * A kafka property librdkafka refuses is a config error found by
+	 * --check, with where it was written; serve used to start and exit
+	 * 1 from ingest.
+	 */
+	path = write_file("badprop.yaml", "kafka:\n  properties:\n"
+	    "    fetch.wait.max.ms: 100\n    no.such.prop: 1\n");
+	want = xstrfmt("%s:4:5: kafka property no.such.prop: No such "
+	    "configuration property", path);
+	testutil_run_cmd(&r, "serve", "--check", "-c", path, NULL);
+	assert_int_equal(r.rc, 2);
+	assert_memory_equal(r.err, want, strlen(want));
+	free(want);
+	free(path);
+}
+
+/* dev --http is checked before anything starts: a usage error. */
+static void
+test_dev_bad_http(void **state)
+{
+	struct testutil_run	 r;
+
+	(void)state;
+	testutil_run_cmd(&r, "dev", "--http", "bogus", NULL);
+	assert_int_equal(r.rc, 2);
+	assert_string_equal(r.out, "");
+	assert_non_null(strstr(r.err, "--http: expected host:port"));
 }
 
 /* training-set and verify: what is missing or wrong is a usage error. */
@@ -779,6 +807,7 @@ main(void)
 		cmocka_unit_test(test_serve_bad_options),
 		cmocka_unit_test(test_serve_check_good),
 		cmocka_unit_test(test_serve_check_bad),
+		cmocka_unit_test(test_dev_bad_http),
 		cmocka_unit_test(test_trainset_usage),
 		cmocka_unit_test(test_every_command_help),
 		cmocka_unit_test(test_kafka_mock_bad_options),

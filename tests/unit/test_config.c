@@ -537,6 +537,10 @@ test_bad_files(void **state)
 		{ "http:\n  listen: localhost:http\n",
 		  "2:11: http.listen: expected host:port (e.g. 127.0.0.1:8700 "
 		  "or [::1]:8700), got 'localhost:http'" },
+		/* Looked up as the server will, not first found at bind. */
+		{ "http:\n  listen: 999.1.1.1:80\n",
+		  "2:11: http.listen: cannot resolve host '999.1.1.1': Name or "
+		  "service not known" },
 		{ "log_level: verbose\n",
 		  "1:12: log_level: expected one of error|warn|info|debug, got "
 		  "a string 'verbose'" },

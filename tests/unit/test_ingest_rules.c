@@ -127,9 +127,11 @@ test_consumer_conf(void **state)
 	/* A property librdkafka refuses is named. */
 	cfg->kafka.properties[3].key = xstrdup("no.such.property");
 	cfg->kafka.properties[3].value = xstrdup("1");
+	cfg->kafka.properties[3].where = xstrdup("f.yaml:9:5");
 	cfg->kafka.nproperties = 4;
 	assert_null(ingest_consumer_conf(cfg, err, sizeof err));
-	assert_non_null(strstr(err, "kafka property no.such.property"));
+	assert_non_null(strstr(err, "f.yaml:9:5: kafka property "
+	    "no.such.property"));
 	config_free(cfg);
 }
 
