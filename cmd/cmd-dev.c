@@ -193,8 +193,19 @@ cmd_dev_fresh_store(const char *dir, char *err, size_t errlen)
 	};
 	char	*path;
 	size_t	 i;
-	int	 rc = 0;
+	int	 rc = 0, lock;
 
+	/*
+	 * Not under a dev that is running there: its stores would go.  The
+	 * lock is let go just before daemon_new() takes it again.
+	 */
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
+		snprintf(err, errlen, "cannot create %s: %s", dir,
+		    strerror(errno));
+		return -1;
+	}
+	if ((lock = daemon_lock_dir(dir, err, errlen)) == -1)
+		return -1;
 	for (i = 0; i < sizeof files / sizeof files[0] && rc == 0; i++) {
 		path = xstrfmt("%s/%s", dir, files[i]);
 		if (unlink(path) == 0) {
@@ -210,6 +221,7 @@ cmd_dev_fresh_store(const char *dir, char *err, size_t errlen)
 		}
 		free(path);
 	}
+	close(lock);
 	return rc;
 }
 

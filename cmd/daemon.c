@@ -24,11 +24,13 @@
  * they must be thread-safe) and /metrics.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -87,6 +89,8 @@ struct daemon {
 	struct metric			*up;
 	struct metric			*reloads_ok;
 	struct metric			*reloads_failed;
+
+	int				 lockfd;	/* data_dir's lock */
 };
 
 /*
@@ -175,9 +179,52 @@ daemon_new(struct config *cfg, char *err, size_t errlen)
 	}
 	d = xcalloc(1, sizeof *d);
 	d->cfg = cfg;
+	if ((d->lockfd = daemon_lock_dir(cfg->data_dir, err, errlen)) == -1) {
+		config_free(cfg);
+		free(d);
+		return NULL;
+	}
 	d->metrics = metrics_new();
 	daemon_register_metrics(d);
 	return d;
+}
+
+int
+daemon_lock_dir(const char *dir, char *err, size_t errlen)
+{
+	char	*path = xstrfmt("%s/" DAEMON_LOCK_FILE, dir), pid[32];
+	int	 fd;
+	ssize_t	 n;
+
+	/* O_CLOEXEC: a step process that outlives us must not hold it. */
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) == -1) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		free(path);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		int e = errno;
+
+		n = e == EWOULDBLOCK ? pread(fd, pid, sizeof pid - 1, 0) : -1;
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		if (e == EWOULDBLOCK)
+			snprintf(err, errlen, "data_dir %s is in use by another "
+			    "mlopsd%s%s%s (%s is locked)", dir, pid[0] ? " (pid " :
+			    "", pid, pid[0] ? ")" : "", path);
+		else
+			snprintf(err, errlen, "%s: lock: %s", path,
+			    strerror(e));
+		close(fd);
+		free(path);
+		return -1;
+	}
+	n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) == -1 || pwrite(fd, pid, (size_t)n, 0) != n)
+		log_warn("daemon", "%s: cannot write our pid: %s", path,
+		    strerror(errno));
+	free(path);
+	return fd;
 }
 
 /* The registry every module registers its metrics in; lives as long as d. */
@@ -478,5 +525,6 @@ daemon_free(struct daemon *d)
 	free(d->ready);
 	if (atomic_load(&d->stopping))
 		alarm(0);
+	close(d->lockfd);	/* the pid stays: a stale one is harmless */
 	free(d);
 }

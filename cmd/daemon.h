@@ -16,6 +16,14 @@ struct daemon;
 
 /* Create from a loaded config (ownership passes to the daemon). */
 struct daemon	*daemon_new(struct config *cfg, char *err, size_t errlen);
+/*
+ * Lock data directory dir for this process (flock of dir/mlopsd.lock,
+ * which then holds our pid): two daemons on one online store would break
+ * exactly-once.  daemon_new() takes it; the fd, or -1 with err naming
+ * the pid that holds it.  Closing the fd releases it.
+ */
+#define DAEMON_LOCK_FILE	"mlopsd.lock"
+int		 daemon_lock_dir(const char *dir, char *err, size_t errlen);
 struct metrics	*daemon_metrics(struct daemon *d);
 const struct config *daemon_config(struct daemon *d);
 

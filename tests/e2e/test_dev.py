@@ -428,6 +428,17 @@ def a_second_run_starts_afresh():
         in_topic = sum(1 for key, _ in consume_all(d.kafka, "clicks")
                        if key == b"1")
         assert seen <= in_topic < 200, (seen, in_topic)
+        # A second dev in the same directory leaves this one's stores.
+        p = subprocess.run([binary(), "dev", "--http", "127.0.0.1:0"],
+                           cwd=cwd, env=dict(os.environ, TMPDIR=""),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=20)
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        assert b"is in use by another mlopsd (pid %d)" % d.proc.pid in \
+            p.stderr, p.stderr
+        assert p.stdout == b"", p.stdout
+        assert os.path.isfile(os.path.join(cwd, "mlopsd-dev", "online.db"))
+        assert d.get("/healthz")[0] == 200
         assert d.stop() == 0, d.log()
 
 

@@ -234,6 +234,26 @@ def uncreatable_data_dir_fails_clearly():
 
 
 @test
+def second_daemon_on_one_data_dir_is_refused():
+    """Two daemons on one online store would each apply and checkpoint
+    events the other also applies: the data_dir is locked."""
+    with Daemon() as d:
+        p = subprocess.run([binary(), "serve", "-c", d.config_path],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=10)
+        err = p.stderr.decode()
+        assert p.returncode == 1, (p.returncode, err)
+        assert "data_dir %s is in use by another mlopsd (pid %d)" % (
+            d.data_dir, d.proc.pid) in err, err
+        assert d.get("/healthz").status == 200
+        assert d.stop() == 0
+        # Released at exit: the next daemon on it starts.
+        d.addr = None
+        d.start()
+        assert d.stop() == 0
+
+
+@test
 def port_in_use_fails_clearly():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
