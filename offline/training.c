@@ -221,6 +221,21 @@ training_parse_features(struct training_job *job, const char *list,
 		snprintf(err, errlen, "--features: no feature given");
 		goto fail;
 	}
+	/* Columns are read by name: one name, one column (as Feast). */
+	for (size_t i = 1; i < job->nouts; i++)
+		for (size_t j = 0; j < i; j++) {
+			const struct training_out *a = &job->outs[i];
+			const struct training_out *b = &job->outs[j];
+			const struct repo_view *v = &repo->views[a->view];
+
+			if (a->view != b->view || a->feature != b->feature ||
+			    a->window != b->window)
+				continue;
+			snprintf(err, errlen, "--features: %s is asked for "
+			    "twice", v->outputs[a->feature * v->nwindows +
+			    a->window]);
+			goto fail;
+		}
 	rc = 0;
 fail:
 	free(copy);
@@ -260,14 +275,31 @@ training_open_spine(struct training_job *job, const char *path,
 			csv_format_error(job->csv, path, err, errlen);
 		goto fail;
 	}
+	for (size_t i = 1; i < hdr->n; i++)
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(csv_field(hdr, i), csv_field(hdr, j)) == 0) {
+				snprintf(err, errlen, "%s:1: column %s appears "
+				    "twice", path, csv_field(hdr, i));
+				goto fail;
+			}
 	if ((*tscol = training_find_column(hdr, TRAINING_TS_COLUMN)) < 0) {
 		snprintf(err, errlen, "%s:1: missing column %s", path,
 		    TRAINING_TS_COLUMN);
 		goto fail;
 	}
 	for (size_t o = 0; o < job->nouts; o++) {
-		const struct repo_view *v = &job->repo->views[job->outs[o].view];
+		const struct training_out *out = &job->outs[o];
+		const struct repo_view *v = &job->repo->views[out->view];
+		char *col = xstrfmt("%s__%s", v->name, strchr(v->outputs[
+		    out->feature * v->nwindows + out->window], ':') + 1);
 
+		if (training_find_column(hdr, col) >= 0) {
+			snprintf(err, errlen, "%s:1: column %s is also the name "
+			    "of a requested feature's column", path, col);
+			free(col);
+			goto fail;
+		}
+		free(col);
 		for (size_t k = 0; k < v->njoin_keys; k++) {
 			if (training_find_column(hdr, v->join_keys[k]) >= 0)
 				continue;

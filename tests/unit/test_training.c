@@ -520,6 +520,12 @@ test_training_errors(void **state)
 		  ":2:7: text after closing quote" },
 		{ "", FEATURES,
 		  ": empty file (a header line is needed)" },
+		/* One name, one column: a join on a name must be clear. */
+		{ "user_id,event_timestamp,user_id\nu1,1,u2\n", FEATURES,
+		  ":1: column user_id appears twice" },
+		{ "user_id,event_timestamp,user_clicks__spend_10m\nu1,1,3\n",
+		  FEATURES, ":1: column user_clicks__spend_10m is also the "
+		  "name of a requested feature's column" },
 	};
 	struct fx		*x = *state;
 	struct mem_store	 ms;
@@ -589,6 +595,12 @@ test_training_errors(void **state)
 	assert_int_equal(training_build(x->repo, &spec, &res, err,
 	    sizeof err), -1);
 	assert_string_equal(err, "--features: no feature given");
+	assert_int_equal(access(out, F_OK), -1);
+	spec.features = "user_clicks:spend_10m,user_clicks";
+	assert_int_equal(training_build(x->repo, &spec, &res, err,
+	    sizeof err), -1);
+	assert_string_equal(err, "--features: user_clicks:spend_10m is asked "
+	    "for twice");
 	assert_int_equal(access(out, F_OK), -1);
 	/* A whole view: every output, features x windows. */
 	spec.features = "user_clicks";
