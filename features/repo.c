@@ -518,6 +518,14 @@ repo_name(struct repo_loader *rl, const struct ydoc_node *map,
 		    ctx != NULL ? ctx : "", ctx != NULL ? ": " : "", kind, s);
 		return NULL;
 	}
+	/* view__feature_window must split back into view and feature. */
+	if (s != NULL && strcmp(kind, "feature view") == 0 &&
+	    strstr(s, "__") != NULL) {
+		repo_err(rl, ydoc_map_get(map, "name"), "invalid feature view "
+		    "name \"%s\": \"__\" separates a view's name from its "
+		    "features' in column names (view__feature_window)", s);
+		return NULL;
+	}
 	return s;
 }
 

@@ -231,6 +231,17 @@ static const struct ecase ecases[] = {
 		"    timestamp_field: ts\n" } },
 	  { "@/features/a.yaml:5:13: source s: cannot read schema "
 	    "schemas/nope.avsc: No such file or directory" } },
+	{ "view_name_with_double_underscore", {
+	    { "features/a.yaml", BASE_YAML
+		"feature_views:\n"
+		"  - name: user__clicks\n"
+		"    entities: [user]\n"
+		"    source: clicks\n"
+		"    windows: [{size: 1h, hop: 1m}]\n"
+		"    features: [{name: n, agg: count}]\n" } },
+	  { "@/features/a.yaml:17:11: invalid feature view name "
+	    "\"user__clicks\": \"__\" separates a view's name from its "
+	    "features' in column names (view__feature_window)" } },
 	/* A directory opens; reading it by its "size" aborted the process. */
 	{ "schema_is_a_directory", {
 	    { "schemas/dir.avsc/x", "" },
