@@ -168,7 +168,10 @@ training_csv_put_value(char **buf, size_t *len, size_t *cap,
 
 /* ----------------------------------------------------------- features */
 
-/* Parse "view:feature_window,view,..." into job->outs. */
+/*
+ * Parse "view:feature_window,view,..." into job->outs; err without
+ * the "--features: " its callers put before it.
+ */
 static int
 training_parse_features(struct training_job *job, const char *list,
     char *err, size_t errlen)
@@ -191,15 +194,14 @@ training_parse_features(struct training_job *job, const char *list,
 			continue;
 		if (strchr(tok, ':') != NULL) {
 			if (repo_output_find(repo, tok, &v, &f, &w) != 0) {
-				snprintf(err, errlen, "--features: unknown "
-				    "feature %s", tok);
+				snprintf(err, errlen, "unknown feature %s", tok);
 				goto fail;
 			}
 			f0 = f, w0 = w, nf = 1, nw = 1;
 		} else {
 			if ((v = repo_view_find(repo, tok)) == NULL) {
-				snprintf(err, errlen, "--features: unknown "
-				    "feature view %s", tok);
+				snprintf(err, errlen, "unknown feature view "
+				    "%s", tok);
 				goto fail;
 			}
 			f0 = 0, w0 = 0, nf = v->nfeatures, nw = v->nwindows;
@@ -218,7 +220,7 @@ training_parse_features(struct training_job *job, const char *list,
 		}
 	}
 	if (job->nouts == 0) {
-		snprintf(err, errlen, "--features: no feature given");
+		snprintf(err, errlen, "no feature given");
 		goto fail;
 	}
 	/* Columns are read by name: one name, one column (as Feast). */
@@ -231,7 +233,7 @@ training_parse_features(struct training_job *job, const char *list,
 			if (a->view != b->view || a->feature != b->feature ||
 			    a->window != b->window)
 				continue;
-			snprintf(err, errlen, "--features: %s is asked for "
+			snprintf(err, errlen, "%s is asked for "
 			    "twice", v->outputs[a->feature * v->nwindows +
 			    a->window]);
 			goto fail;
@@ -776,6 +778,20 @@ training_scan_offline(void *offline, const struct repo_view *view,
 }
 
 int
+training_check_features(const struct repo *repo, const char *list,
+    char *err, size_t errlen)
+{
+	struct training_job	job;
+	int			rc;
+
+	memset(&job, 0, sizeof job);
+	job.repo = repo;
+	rc = training_parse_features(&job, list, err, errlen);
+	free(job.outs);
+	return rc;
+}
+
+int
 training_build(const struct repo *repo, const struct training_spec *spec,
     struct training_result *res, char *err, size_t errlen)
 {
@@ -793,8 +809,13 @@ training_build(const struct repo *repo, const struct training_spec *spec,
 	memset(&hdr, 0, sizeof hdr);
 	memset(res, 0, sizeof *res);
 	job.repo = repo;
-	if (training_parse_features(&job, spec->features, err, errlen) != 0)
+	if (training_parse_features(&job, spec->features, err, errlen) != 0) {
+		char why[256];
+
+		snprintf(why, sizeof why, "%s", err);
+		snprintf(err, errlen, "--features: %s", why);
 		goto out;
+	}
 	if ((spine = training_open_spine(&job, spec->spine, &hdr, &tscol, err,
 	    errlen)) == NULL)
 		goto out;

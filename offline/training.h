@@ -65,6 +65,13 @@ struct training_result {
  */
 int	training_build(const struct repo *repo, const struct training_spec *spec,
 	    struct training_result *res, char *err, size_t errlen);
+/*
+ * Does list (training_spec.features) name features of repo, each once?
+ * What training_build() checks first; 0, or -1 with err ("unknown
+ * feature user_clicks:nope_1h").  For DAG files' training-set steps.
+ */
+int	training_check_features(const struct repo *repo, const char *list,
+	    char *err, size_t errlen);
 
 /*
  * Append s (len bytes) to *buf as one CSV field, quoted when it holds a

@@ -20,12 +20,15 @@
 #include "common/util.h"
 #include "common/xmalloc.h"
 #include "common/ydoc.h"
+#include "features/features.h"
+#include "offline/training.h"
 #include "pipeline/builtins.h"
 
 struct dag_loader {
-	struct ydoc	*doc;
-	char		*err;
-	size_t		 errlen;
+	struct ydoc		*doc;
+	char			*err;
+	size_t			 errlen;
+	const struct repo	*repo;	/* the feature repo, or NULL */
 };
 
 #define DAG_ERR(l, n, ...)	ydoc_err((l)->doc, (n), (l)->err, (l)->errlen, __VA_ARGS__)
@@ -223,6 +226,49 @@ dag_check_with_templates(struct dag_loader *l, const struct dag *d,
 	return 0;
 }
 
+/*
+ * A training-set step's with: features against the feature repo, as the
+ * step will check them when it runs: a typo is a file:line:col error
+ * now, not a failed run later.  Values with {{ }} are known only then.
+ */
+static int
+dag_check_features(struct dag_loader *l, const struct dag_step *st,
+    const struct ydoc_node *with)
+{
+	const struct ydoc_node	*f = ydoc_map_get(with, "features");
+	const struct ydoc_node	*item;
+	char			 why[256], *all = NULL, *t;
+	int			 literal = 1, rc = 0;
+
+	if (l->repo == NULL || f == NULL ||
+	    strcmp(st->uses, "training-set") != 0)
+		return 0;
+	for (size_t i = 0; i < (f->type == YDOC_SEQ ? f->n : 1); i++) {
+		item = f->type == YDOC_SEQ ? f->items[i] : f;
+		if (item->type != YDOC_SCALAR || strstr(item->str, "{{")) {
+			literal = 0;
+			continue;
+		}
+		if (training_check_features(l->repo, item->str, why,
+		    sizeof why) != 0) {
+			rc = DAG_ERR(l, item, "step \"%s\": features: %s",
+			    st->id, why);
+			goto out;
+		}
+		t = xstrfmt("%s%s%s", all ? all : "", all ? "," : "",
+		    item->str);
+		free(all);
+		all = t;
+	}
+	/* Together: a feature given twice, by name or by its view. */
+	if (literal && all != NULL && training_check_features(l->repo, all,
+	    why, sizeof why) != 0)
+		rc = DAG_ERR(l, f, "step \"%s\": features: %s", st->id, why);
+out:
+	free(all);
+	return rc;
+}
+
 static const char *const dag_step_keys[] = { "id", "run", "uses", "with",
 	"needs", "when", "if", "timeout", "retries", "continue_on_error",
 	"cache", "name" };
@@ -312,6 +358,8 @@ dag_parse_step(struct dag_loader *l, struct dag *d, struct ydoc_node *n,
 			    "key \"%s\"%s", st->uses, v->keys[i]->str, hint);
 		}
 		st->with = dag_node_json(v);
+		if (dag_check_features(l, st, v) != 0)
+			return -1;
 	}
 	if (st->uses != NULL) {
 		const struct dag_builtin *b = dag_builtin_find(st->uses);
@@ -766,9 +814,10 @@ dag_free(struct dag *d)
 }
 
 static struct dag *
-dag_from_doc(struct ydoc *doc, char *err, size_t errlen)
+dag_from_doc(struct ydoc *doc, const struct repo *repo, char *err,
+    size_t errlen)
 {
-	struct dag_loader	l = { doc, err, errlen };
+	struct dag_loader	l = { doc, err, errlen, repo };
 	struct dag		*d;
 
 	d = xcalloc(1, sizeof *d);
@@ -790,7 +839,7 @@ dag_parse_string(const char *name, const char *text, char *err,
 	if ((doc = ydoc_load_string(name, text, strlen(text), err,
 	    errlen)) == NULL)
 		return NULL;
-	d = dag_from_doc(doc, err, errlen);
+	d = dag_from_doc(doc, NULL, err, errlen);
 	ydoc_free(doc);
 	return d;
 }
@@ -808,8 +857,9 @@ dag_set_load(const char *repo_dir, char *err, size_t errlen)
 	struct dirent	*de;
 	struct ydoc	*doc;
 	struct dag	*d;
+	struct repo	*repo = NULL;
 	DIR		*dir;
-	char		*path, **names = NULL;
+	char		*path, **names = NULL, *rerr;
 	size_t		 n = 0, i, k, len;
 
 	set = xcalloc(1, sizeof *set);
@@ -836,11 +886,16 @@ dag_set_load(const char *repo_dir, char *err, size_t errlen)
 	closedir(dir);
 	free(path);
 	qsort(names, n, sizeof *names, dag_name_cmp);
+	/* For dag_check_features(); its own errors are the repo's to say. */
+	rerr = xmalloc(REPO_ERRLEN);
+	if (n > 0)
+		repo = repo_load(repo_dir, rerr, REPO_ERRLEN);
+	free(rerr);
 	set->dags = xcalloc(n + 1, sizeof *set->dags);
 	for (i = 0; i < n; i++) {
 		if ((doc = ydoc_load_file(names[i], err, errlen)) == NULL)
 			goto fail;
-		d = dag_from_doc(doc, err, errlen);
+		d = dag_from_doc(doc, repo, err, errlen);
 		ydoc_free(doc);
 		if (d == NULL)
 			goto fail;
@@ -858,12 +913,14 @@ dag_set_load(const char *repo_dir, char *err, size_t errlen)
 	for (i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
+	repo_free(repo);
 	return set;
 
 fail:
 	for (i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
+	repo_free(repo);
 	dag_set_free(set);
 	return NULL;
 }

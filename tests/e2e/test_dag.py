@@ -66,6 +66,34 @@ def procs(marker):
 
 
 @test
+def training_set_features_are_checked_by_repo_validate():
+    """A typo in a training-set step's features is a file:line:col error
+    of `repo validate`, not a run that fails later; templated values are
+    left to the run."""
+    dag = ("name: ts\nsteps:\n  - id: ds\n    uses: training-set\n"
+           "    with:\n      spine: s.csv\n      features:\n"
+           "        - user_clicks:clicks_1h\n        - %s\n")
+    for item, want in (
+            ("user_clicks:nope_1h", ":9:11: step \"ds\": features: unknown "
+             "feature user_clicks:nope_1h"),
+            ("user_clicks", ":8:9: step \"ds\": features: "
+             "user_clicks:clicks_1h is asked for twice")):
+        rp = repo({"ts": dag % item})
+        p = subprocess.run([binary(), "repo", "validate", rp],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=20)
+        err = p.stderr.decode()
+        assert p.returncode == 1, (p.returncode, err)
+        assert err.startswith(os.path.join(rp, "pipelines", "ts.yaml") +
+                              want), err
+    rp = repo({"ts": dag % "\"{{ params.more }}\""})
+    p = subprocess.run([binary(), "repo", "validate", rp],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=20)
+    assert p.returncode == 0, p.stderr.decode()
+
+
+@test
 def parallel_steps_and_outputs():
     dag = """name: par
 params: {who: world}
