@@ -728,6 +728,116 @@ repo_avro_type(const json_t *t, struct repo_afield *f, int in_union)
 	f->other = s;
 }
 
+/* An error at node n of a schema file read as YAML (NULL: line 1). */
+static void __attribute__((format(printf, 4, 5)))
+repo_schema_err(struct repo_loader *rl, const char *path,
+    const struct ydoc_node *n, const char *fmt, ...)
+{
+	va_list	ap;
+
+	va_start(ap, fmt);
+	repo_verr(rl, path, n != NULL ? n->line : 1, n != NULL ? n->col : 1,
+	    fmt, ap);
+	va_end(ap);
+}
+
+/* libavro's verdict on a record of schema's attributes and fields[0..n). */
+static int
+repo_avro_prefix_ok(const json_t *schema, const json_t *fields, size_t n)
+{
+	json_t		*rec = json_copy((json_t *)schema), *part = json_array();
+	avro_schema_t	 as;
+	char		*s;
+	int		 ok;
+
+	for (size_t i = 0; i < n; i++)
+		json_array_append(part, json_array_get(fields, i));
+	json_object_set_new(rec, "fields", part);
+	s = json_dumps(rec, JSON_COMPACT);
+	ok = avro_schema_from_json_length(s, strlen(s), &as) == 0;
+	if (ok)
+		avro_schema_decref(as);
+	free(s);
+	json_decref(rec);
+	return ok;
+}
+
+/*
+ * Is schema (the JSON of text) an Avro record libavro takes?  Errors are
+ * file:line:col: the text is read again as YAML (JSON is YAML) for the
+ * positions, and libavro, whose messages have none, is asked again field
+ * by field to find the field it refuses.  0, or -1 with errors added.
+ */
+static int
+repo_check_schema(struct repo_loader *rl, const char *path, const char *text,
+    size_t len, const json_t *schema, const char *what)
+{
+	struct ydoc		*doc;
+	const struct ydoc_node	*root = NULL, *fnode = NULL, *at;
+	const json_t		*fields = json_object_get(schema, "fields");
+	const char		*type = json_string_value(json_object_get(schema,
+				    "type"));
+	char			 yerr[256];
+	avro_schema_t		 as;
+	size_t			 i, j, n;
+	int			 rc = -1;
+
+	if ((doc = ydoc_load_string(path, text, len, yerr, sizeof yerr)) !=
+	    NULL && (root = ydoc_root(doc)) != NULL)
+		fnode = ydoc_map_get(root, "fields");
+	if (type == NULL || strcmp(type, "record") != 0 ||
+	    !json_is_array(fields)) {
+		at = ydoc_map_get(root, type != NULL &&
+		    strcmp(type, "record") == 0 ? "fields" : "type");
+		repo_schema_err(rl, path, at != NULL ? at : root, "schema of %s "
+		    "must be an Avro record (an object with \"type\": "
+		    "\"record\" and \"fields\")", what);
+		goto out;
+	}
+	n = json_array_size(fields);
+	for (i = 0; i < n; i++) {
+		const json_t	*f = json_array_get(fields, i);
+		const char	*name = json_string_value(json_object_get(f,
+				    "name"));
+
+		at = fnode != NULL && fnode->type == YDOC_SEQ && i < fnode->n ?
+		    fnode->items[i] : fnode;
+		if (!json_is_object(f) || name == NULL ||
+		    json_object_get(f, "type") == NULL) {
+			repo_schema_err(rl, path, at, "schema of %s: field %zu "
+			    "must be an object with a \"name\" string and a "
+			    "\"type\"", what, i + 1);
+			goto out;
+		}
+		for (j = 0; j < i; j++)
+			if (strcmp(name, json_string_value(json_object_get(
+			    json_array_get(fields, j), "name"))) == 0) {
+				repo_schema_err(rl, path, at, "schema of %s: "
+				    "field \"%s\" is defined twice", what,
+				    name);
+				goto out;
+			}
+	}
+	/* libavro, which ingest decodes with, judges the rest. */
+	if (avro_schema_from_json_length(text, len, &as) == 0) {
+		avro_schema_decref(as);
+		rc = 0;
+		goto out;
+	}
+	for (i = 1; i <= n && repo_avro_prefix_ok(schema, fields, i); i++)
+		;
+	at = i <= n && fnode != NULL && fnode->type == YDOC_SEQ &&
+	    i - 1 < fnode->n ? fnode->items[i - 1] : root;
+	if (at != NULL && at != root && ydoc_map_get(at, "type") != NULL)
+		at = ydoc_map_get(at, "type");
+	(void)avro_schema_from_json_length(text, len, &as);
+	repo_schema_err(rl, path, at, "schema of %s is not a valid Avro "
+	    "schema: %s", what, avro_strerror());
+out:
+	ydoc_free(doc);
+	return rc;
+}
+
 /*
  * Read, parse and check the .avsc of source src.  Errors point into the
  * schema file when it is the file's fault.  Returns 0 or -1.
@@ -738,9 +848,8 @@ repo_load_schema(struct repo_loader *rl, struct repo_source *src,
 {
 	json_error_t	 jerr;
 	json_t		*fields, *f;
-	avro_schema_t	 as;
 	char		*path = repo_path(rl->dir, src->schema_path), *text = NULL;
-	const char	*type, *fname, *why = NULL;
+	const char	*fname, *why = NULL;
 	FILE		*fp;
 	struct stat	 sb;
 	size_t		 i, len;
@@ -777,29 +886,17 @@ repo_load_schema(struct repo_loader *rl, struct repo_source *src,
 	}
 	fclose(fp);
 
-	if ((x->schema = json_loadb(text, len, JSON_REJECT_DUPLICATES,
-	    &jerr)) == NULL) {
+	/* Any JSON value: "string" is JSON, and not a record. */
+	if ((x->schema = json_loadb(text, len, JSON_REJECT_DUPLICATES |
+	    JSON_DECODE_ANY, &jerr)) == NULL) {
 		repo_err_at(rl, path, jerr.line > 0 ? jerr.line : 0,
 		    jerr.column > 0 ? jerr.column : 1,
 		    "schema of %s is not valid JSON: %s", what, jerr.text);
 		goto fail;
 	}
-	type = json_string_value(json_object_get(x->schema, "type"));
+	if (repo_check_schema(rl, path, text, len, x->schema, what) != 0)
+		goto fail;
 	fields = json_object_get(x->schema, "fields");
-	if (type == NULL || strcmp(type, "record") != 0 ||
-	    !json_is_array(fields)) {
-		repo_err_at(rl, path, 0, 0, "schema of %s must be an Avro "
-		    "record (an object with \"type\": \"record\" and "
-		    "\"fields\")", what);
-		goto fail;
-	}
-	/* Let libavro, which ingest decodes with, judge the rest. */
-	if (avro_schema_from_json_length(text, len, &as) != 0) {
-		repo_err_at(rl, path, 0, 0, "schema of %s is not a valid Avro "
-		    "schema: %s", what, avro_strerror());
-		goto fail;
-	}
-	avro_schema_decref(as);
 
 	x->afields = xcalloc(json_array_size(fields), sizeof *x->afields);
 	json_array_foreach(fields, i, f) {

@@ -275,10 +275,34 @@ static const struct ecase ecases[] = {
 		"timestamp_field: ts}\n"
 		"  - {name: s2, topic: t2, format: avro, schema: "
 		"schemas/bad2.avsc, timestamp_field: ts}\n" } },
-	  { "@/schemas/bad.avsc: schema of source s must be an Avro record "
+	  { "@/schemas/bad.avsc:1:10: schema of source s must be an Avro "
+	    "record (an object with \"type\": \"record\" and \"fields\")",
+	    "@/schemas/bad2.avsc:1:66: schema of source s2 is not a valid "
+	    "Avro schema: Unknown Avro \"type\": nosuch" } },
+	/* libavro's messages have no position: the field is found for it. */
+	{ "schema_errors_have_positions", {
+	    { "schemas/a.avsc", "\"string\"\n" },
+	    { "schemas/b.avsc", "{\"type\": \"record\", \"name\": \"B\",\n"
+		" \"fields\": [\n  {\"name\": \"a\", \"type\": \"long\"},\n"
+		"  {\"type\": \"long\"}]}\n" },
+	    { "schemas/c.avsc", "{\"type\": \"record\", \"name\": \"C\",\n"
+		" \"fields\": [\n  {\"name\": \"a\", \"type\": \"long\"},\n"
+		"  {\"name\": \"b\", \"type\": \"long\"},\n"
+		"  {\"name\": \"a\", \"type\": \"string\"}]}\n" },
+	    { "features/a.yaml",
+		"sources:\n"
+		"  - {name: s, topic: t, format: avro, schema: schemas/a.avsc, "
+		"timestamp_field: ts}\n"
+		"  - {name: s2, topic: t2, format: avro, schema: "
+		"schemas/b.avsc, timestamp_field: ts}\n"
+		"  - {name: s3, topic: t3, format: avro, schema: "
+		"schemas/c.avsc, timestamp_field: ts}\n" } },
+	  { "@/schemas/a.avsc:1:1: schema of source s must be an Avro record "
 	    "(an object with \"type\": \"record\" and \"fields\")",
-	    "@/schemas/bad2.avsc: schema of source s2 is not a valid Avro "
-	    "schema: *" } },
+	    "@/schemas/b.avsc:4:3: schema of source s2: field 2 must be an "
+	    "object with a \"name\" string and a \"type\"",
+	    "@/schemas/c.avsc:5:3: schema of source s3: field \"a\" is "
+	    "defined twice" } },
 	{ "timestamp_field", {
 	    { "features/a.yaml",
 		"sources:\n"
