@@ -2028,6 +2028,24 @@ encode_value(avro_value_t *v, const json_t *j, const json_t *dflt,
 		return avro_value_set_enum(v, rc);
 	case AVRO_UNION:
 		n = avro_schema_union_size(s);
+		/*
+		 * Avro's JSON encoding names the branch: {"double": 2.5}, as
+		 * avro-console-producer takes it.  Plain values are matched.
+		 */
+		if (json_is_object(j) && json_object_size(j) == 1) {
+			int	 b;
+			void	*it = json_object_iter((json_t *)(uintptr_t)j);
+
+			key = json_object_iter_key(it);
+			if (avro_schema_union_branch_by_name(s, &b, key) !=
+			    NULL) {
+				if (avro_value_set_branch(v, b, &child) != 0)
+					goto avro;
+				return encode_value(&child,
+				    json_object_iter_value(it), NULL, path, err,
+				    errlen);
+			}
+		}
 		for (i = 0; i < 2 * n; i++) {
 			bs = avro_schema_union_branch(s, (int)(i % n));
 			if (encode_accepts(bs, j, i < n))

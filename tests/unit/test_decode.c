@@ -515,6 +515,21 @@ test_avro_local_happy(void **state)
 	assert_int_equal(ev.values[4].type, AGG_NULL);
 	assert_string_value(&ev.values[1], "");
 	assert_string_value(&ev.values[5], "VIEW");
+
+	/* Avro's JSON encoding of a union, as avro-console-producer's. */
+	len = encode(CLICK_SCHEMA, 1, "{\"user_id\": 7, \"ts\": 1, "
+	    "\"price\": 0, \"page\": \"\", \"flag\": false, \"n\": 0, "
+	    "\"kind\": \"VIEW\", \"opt\": {\"float\": 2.5}}", buf, sizeof buf);
+	assert_int_equal(ingest_decode(d, buf, len, &ev, NULL, reason,
+	    sizeof reason), INGEST_OK);
+	assert_int_equal(ev.values[4].type, AGG_DOUBLE);
+	assert_true(ev.values[4].u.d == 2.5);
+	len = encode(CLICK_SCHEMA, 1, "{\"user_id\": 7, \"ts\": 1, "
+	    "\"price\": 0, \"page\": \"\", \"flag\": false, \"n\": 0, "
+	    "\"kind\": \"VIEW\", \"opt\": {\"null\": null}}", buf, sizeof buf);
+	assert_int_equal(ingest_decode(d, buf, len, &ev, NULL, reason,
+	    sizeof reason), INGEST_OK);
+	assert_int_equal(ev.values[4].type, AGG_NULL);
 	ingest_decoder_free(d);
 }
 
@@ -968,6 +983,14 @@ test_encoder_errors(void **state)
 		{ "{\"user_id\":1,\"ts\":1,\"price\":1,\"page\":\"p\","
 		  "\"flag\":true,\"n\":1,\"kind\":\"BUY\",\"opt\":\"x\"}",
 		  "field opt: expected union, got a string that does not fit" },
+		/* A named branch holds what that branch takes. */
+		{ "{\"user_id\":1,\"ts\":1,\"price\":1,\"page\":\"p\","
+		  "\"flag\":true,\"n\":1,\"kind\":\"BUY\",\"opt\":{\"float\":"
+		  "\"x\"}}", "field opt: expected float, got a string that does "
+		  "not fit" },
+		{ "{\"user_id\":1,\"ts\":1,\"price\":1,\"page\":\"p\","
+		  "\"flag\":true,\"n\":1,\"kind\":\"BUY\",\"opt\":{\"long\":"
+		  "1}}", "field opt: expected union, got object" },
 		{ "[1]", "field (top): expected record, got array" },
 	};
 	struct ingest_avro_encoder	*e;
