@@ -314,10 +314,19 @@ verify_entity(struct verify_job *job, const char *key, size_t keylen)
 		if (replay_load(job->on, sqlite3_column_blob(job->state_stmt,
 		    0), (size_t)sqlite3_column_bytes(job->state_stmt, 0), msg,
 		    sizeof msg) != 0) {
-			snprintf(job->err, job->errlen, "view %s key %.*s: "
-			    "online state: %s", v->name, (int)keylen, key,
-			    msg);
-			return -1;
+			/*
+			 * A state that cannot be read serves nothing right:
+			 * every value of the entity is a mismatch, and the
+			 * other entities are still verified.
+			 */
+			sqlite3_reset(job->state_stmt);
+			job->res->entities++;
+			job->res->mismatches += v->nfeatures * v->nwindows;
+			if (job->spec->report != NULL)
+				fprintf(job->spec->report, "%s %.*s: online "
+				    "state unreadable: %s\n", v->name,
+				    (int)keylen, key, msg);
+			return 0;
 		}
 	} else if (rc != SQLITE_DONE) {
 		snprintf(job->err, job->errlen, "%s: %s",

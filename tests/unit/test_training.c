@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "common/sha256.h"
 #include "common/xmalloc.h"
@@ -783,6 +784,27 @@ test_verify(void **state)
 	assert_string_equal(text, "");
 	assert_int_equal(res.entities, 2);
 	free(text);
+	spec.sample = 0;
+
+	/* An unreadable online state: all its values, the rest verified. */
+	{
+		sqlite3	*h;
+		size_t	 nout = repo_view_find(x->repo,
+			    "user_clicks")->noutputs;
+
+		assert_int_equal(sqlite3_open(db, &h), SQLITE_OK);
+		assert_int_equal(sqlite3_exec(h, "UPDATE entity SET state = "
+		    "x'0102' WHERE key = CAST('u2' AS BLOB)", NULL, NULL, NULL),
+		    SQLITE_OK);
+		assert_int_equal(sqlite3_changes(h), 1);
+		sqlite3_close(h);
+		text = run_verify(x->repo, &spec, &res);
+		assert_int_equal(strncmp(text, "user_clicks u2: online state "
+		    "unreadable: ", 40), 0);
+		assert_int_equal(res.entities, 3);
+		assert_int_equal(res.mismatches, nout);
+		free(text);
+	}
 	free(db);
 }
 
