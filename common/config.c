@@ -831,6 +831,73 @@ config_unknown(struct config_ctx *c, const char *section,
 	    "unknown key '%s'%s", key->str, in);
 }
 
+extern char **environ;
+
+/*
+ * MLOPSD_SECTION_X where SECTION is one of ours and X none of its keys
+ * (MLOPSD_HTTP_THEADS): a typo that would silently change nothing, so an
+ * error as an unknown key in the file is.  Other MLOPSD_ variables
+ * (MLOPSD_TOKEN, the step environment) are not config keys.
+ */
+static int
+config_env_unknown(struct config_ctx *c)
+{
+	char	name[96], up[64], key[64], hint_env[96];
+
+	for (char **e = environ; *e != NULL; e++) {
+		const char	*eq = strchr(*e, '='), *sect = NULL, *hint;
+		size_t		 len = eq != NULL ? (size_t)(eq - *e) : 0, i, sl;
+		int		 known = 0;
+
+		if (len <= 7 || strncmp(*e, "MLOPSD_", 7) != 0 ||
+		    len >= sizeof name)
+			continue;
+		memcpy(name, *e, len);
+		name[len] = '\0';
+		for (i = 0; i < CONFIG_NKEYS && !known; i++) {
+			const struct config_key *k = &config_keys[i];
+
+			config_env_name(k, hint_env, sizeof hint_env);
+			known = strcmp(hint_env, name) == 0;
+			if (k->section == NULL || sect != NULL ||
+			    (sl = strlen(k->section)) >= sizeof up)
+				continue;
+			for (size_t j = 0; j <= sl; j++)
+				up[j] = (char)toupper((unsigned char)
+				    k->section[j]);
+			if (strncmp(name + 7, up, sl) == 0 &&
+			    name[7 + sl] == '_' && name[8 + sl] != '\0' &&
+			    strlen(name + 8 + sl) < sizeof key) {
+				size_t j = 0;
+
+				sect = k->section;
+				do
+					key[j] = (char)tolower((unsigned char)
+					    name[8 + sl + j]);
+				while (name[8 + sl + j++] != '\0');
+			}
+		}
+		if (sect == NULL || known)
+			continue;
+		snprintf(c->err, c->errlen, "%s: no such setting (%s.%s is not "
+		    "a key of mlopsd.yaml)", name, sect, key);
+		if ((hint = config_suggest(sect, key)) != NULL)
+			for (i = 0; i < CONFIG_NKEYS; i++)
+				if (config_keys[i].section != NULL &&
+				    strcmp(config_keys[i].section, sect) == 0 &&
+				    strcmp(config_keys[i].key, hint) == 0) {
+					size_t n = strlen(c->err);
+
+					config_env_name(&config_keys[i],
+					    hint_env, sizeof hint_env);
+					snprintf(c->err + n, c->errlen - n,
+					    "; did you mean %s?", hint_env);
+				}
+		return -1;
+	}
+	return 0;
+}
+
 static int
 config_apply(struct config_ctx *c, const struct config_key *k,
     const struct ydoc_node *n)
@@ -949,7 +1016,7 @@ config_apply_env(struct config_ctx *c)
 			return -1;
 		c->env = NULL;
 	}
-	return 0;
+	return config_env_unknown(c);
 }
 
 /* Run every key's check, blaming the source its final value came from. */

@@ -30,6 +30,7 @@ static const char *const env_names[] = {
 	"MLOPSD_HTTP_LISTEN", "MLOPSD_HTTP_THREADS",
 	"MLOPSD_HTTP_ADMIN_TOKEN_FILE", "MLOPSD_HTTP_REQUEST_TIMEOUT",
 	"MLOPSD_HTTP_MAX_BODY", "MLOPSD_HTTP_MAX_ENTITIES",
+	"MLOPSD_HTTP_THEADS", "MLOPSD_KAFKA_PROPERTIES_ACKS",
 };
 
 static char	tmpdir[PATH_MAX];
@@ -414,6 +415,13 @@ test_env_errors(void **state)
 		{ "MLOPSD_HTTP_ADMIN_TOKEN_FILE", "/nonexistent/token",
 		  "MLOPSD_HTTP_ADMIN_TOKEN_FILE: cannot read "
 		  "'/nonexistent/token': No such file or directory" },
+		/* A typo in one of our sections would change nothing. */
+		{ "MLOPSD_HTTP_THEADS", "4",
+		  "MLOPSD_HTTP_THEADS: no such setting (http.theads is not a "
+		  "key of mlopsd.yaml); did you mean MLOPSD_HTTP_THREADS?" },
+		{ "MLOPSD_KAFKA_PROPERTIES_ACKS", "all",
+		  "MLOPSD_KAFKA_PROPERTIES_ACKS: no such setting "
+		  "(kafka.properties_acks is not a key of mlopsd.yaml)" },
 	};
 	char	err[1024];
 
