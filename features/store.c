@@ -1446,6 +1446,12 @@ store_lookup_fn(struct store *s, size_t view, const char *key, size_t keylen,
 	int64_t				 as_of_ms;
 	struct agg_scratch		*sc = store_scratch();
 
+	/* Whether or not the entity exists, and whatever its view's ttl. */
+	if (*as_of < -AGG_MAX_TS || *as_of > AGG_MAX_TS) {
+		snprintf(err, errlen, "as_of %lld ms is out of range",
+		    (long long)*as_of);
+		return -1;
+	}
 	pthread_rwlock_rdlock(&sh->lock);
 	e = shard_find(sh, h, view, key, keylen);
 	if (e == NULL || agg_state_newest(e->st, &ts, &part, &off) != 0) {

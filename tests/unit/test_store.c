@@ -2191,6 +2191,16 @@ test_api_bad_requests(void **state)
 	json_decref(j);
 	free(t);
 
+	/* as_of out of range: 400 for every view and entity alike. */
+	assert_int_equal(http_do(&a, "GET", "/v1/features/user_clicks/u1?"
+	    "as_of=9223372036854775807", NULL, &j), 400);
+	assert_non_null(strstr(err_msg(j), "out of range"));
+	json_decref(j);
+	assert_int_equal(http_do(&a, "GET", "/v1/features/user_page/nobody%7Cx?"
+	    "as_of=-9223372036854775808", NULL, &j), 400);
+	assert_non_null(strstr(err_msg(j), "out of range"));
+	json_decref(j);
+
 	/* An overflowed sum: null, and said so by its status. */
 	assert_int_equal(http_do(&a, "GET", "/v1/features/user_clicks/u3?"
 	    "features=spend_1h,clicks_1h", NULL, &j), 200);
