@@ -1019,6 +1019,37 @@ config_apply_env(struct config_ctx *c)
 	return config_env_unknown(c);
 }
 
+/*
+ * A relative path written in the file is relative to the file's
+ * directory, not to the working directory (which is / under systemd).
+ * Paths from the environment are left to mean what the shell meant.
+ */
+static void
+config_relative_paths(struct config_ctx *c, const char *path)
+{
+	static const size_t offs[] = { CONFIG_OFF(data_dir), CONFIG_OFF(repo),
+	    CONFIG_OFF(http.admin_token_file) };
+	const char	*slash = strrchr(path, '/');
+
+	for (size_t i = 0; i < CONFIG_NKEYS; i++) {
+		const struct config_key	*k = &config_keys[i];
+		char			**v = (char **)config_field(c->cfg, k);
+		char			 *abs;
+		size_t			  j;
+
+		for (j = 0; j < sizeof offs / sizeof offs[0]; j++)
+			if (k->off == offs[j])
+				break;
+		if (j == sizeof offs / sizeof offs[0] ||
+		    c->origin[i].node == NULL || *v == NULL || **v == '/' ||
+		    **v == '\0' || slash == NULL)
+			continue;
+		abs = xstrfmt("%.*s/%s", (int)(slash - path), path, *v);
+		free(*v);
+		*v = abs;
+	}
+}
+
 /* Run every key's check, blaming the source its final value came from. */
 static int
 config_run_checks(struct config_ctx *c)
@@ -1058,6 +1089,7 @@ config_build(const char *path, char *err, size_t errlen)
 		c->doc = doc;
 		if (config_apply_doc(c) != 0)
 			goto fail;
+		config_relative_paths(c, path);
 		c->doc = NULL;
 	}
 	if (config_apply_env(c) != 0)

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "common/config.h"
+#include "common/xmalloc.h"
 #include "common/ydoc.h"
 
 /* Every variable config reads; cleared around each test. */
@@ -254,7 +255,13 @@ test_value_spellings(void **state)
 	assert_int_equal(cfg->http.max_body_bytes, 2048);
 	assert_int_equal(cfg->http.request_timeout_ms, 500);
 	assert_int_equal(cfg->log_level, LOG_WARN);
-	assert_string_equal(cfg->repo, "123");
+	{
+		/* A number is read as text, a relative path (the file's). */
+		char *want = xstrfmt("%s/123", tmpdir);
+
+		assert_string_equal(cfg->repo, want);
+		free(want);
+	}
 	config_free(cfg);
 
 	cfg = load_ok("http:\n  max_body: 1 MB\n");
@@ -351,6 +358,35 @@ test_env_null(void **state)
 }
 
 /* Checks run after the environment, so a variable can repair the file. */
+/* Relative paths in the file are relative to the file, not to the cwd. */
+static void
+test_relative_paths(void **state)
+{
+	struct config	*cfg;
+	char		*want, *tok;
+
+	(void)state;
+	clear_env();
+	write_file("token", "s3cret\n");
+	cfg = load_ok("data_dir: rel/data\nrepo: /abs/repo\n"
+	    "http:\n  admin_token_file: token\n");
+	want = xstrfmt("%s/rel/data", tmpdir);
+	assert_string_equal(cfg->data_dir, want);
+	assert_string_equal(cfg->repo, "/abs/repo");
+	tok = xstrfmt("%s/token", tmpdir);
+	assert_string_equal(cfg->http.admin_token_file, tok);
+	assert_string_equal(cfg->http.admin_token, "s3cret");
+	config_free(cfg);
+	free(want);
+	free(tok);
+	/* The environment's are the shell's. */
+	setenv("MLOPSD_DATA_DIR", "envrel", 1);
+	cfg = load_ok("data_dir: rel/data\n");
+	assert_string_equal(cfg->data_dir, "envrel");
+	config_free(cfg);
+	clear_env();
+}
+
 static void
 test_env_repairs_file(void **state)
 {
@@ -862,6 +898,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_env_overrides, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_env_null, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relative_paths, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_env_repairs_file, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_env_errors, setup,
