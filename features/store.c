@@ -80,6 +80,7 @@ struct store {
 	pthread_mutex_t		 dblock;
 	sqlite3			*db;
 	char			*path;
+	char			 instance[33];	/* meta 'instance' */
 	struct store_view_rt	*views;
 	size_t			 nviews;
 	struct store_shard	*shards;
@@ -268,6 +269,30 @@ entity_free(struct store *s, struct store_entity *e)
 {
 	agg_state_free(s->views[e->view].plan, e->st);
 	free(e);
+}
+
+/* The store's instance id (meta 'instance') into s->instance. */
+static int
+store_read_instance(struct store *s, char *err, size_t errlen)
+{
+	sqlite3_stmt	*q;
+	int		 rc = -1;
+
+	if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = "
+	    "'instance'", -1, &q, NULL) != SQLITE_OK)
+		goto fail;
+	if (sqlite3_step(q) == SQLITE_ROW) {
+		snprintf(s->instance, sizeof s->instance, "%s",
+		    (const char *)sqlite3_column_text(q, 0));
+		rc = 0;
+	}
+	sqlite3_finalize(q);
+	if (rc == 0)
+		return 0;
+fail:
+	snprintf(err, errlen, "%s: reading the instance id: %s", s->path,
+	    sqlite3_errmsg(s->db));
+	return -1;
 }
 
 static const char store_schema[] =
@@ -675,6 +700,9 @@ store_open(const struct repo *repo, const char *path, int nshards,
 	if (store_exec(s->db, store_schema, err, errlen) != 0 ||
 	    store_exec(s->db, "INSERT OR IGNORE INTO meta VALUES"
 	    "('schema_version', '" STORE_SCHEMA_VERSION "')", err, errlen) != 0 ||
+	    store_exec(s->db, "INSERT OR IGNORE INTO meta VALUES('instance', "
+	    "lower(hex(randomblob(16))))", err, errlen) != 0 ||
+	    store_read_instance(s, err, errlen) != 0 ||
 	    store_reconcile(s, err, errlen) != 0 ||
 	    store_load_entities(s, 0, err, errlen) != 0)
 		goto fail;
@@ -747,6 +775,12 @@ store_close_at_exit(struct store *s)
 		s->keep_entities = 1;
 #endif
 	store_close(s);
+}
+
+const char *
+store_instance(const struct store *s)
+{
+	return s->instance;
 }
 
 const struct repo *

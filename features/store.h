@@ -49,6 +49,12 @@ void		 store_close(struct store *s);
  */
 void		 store_close_at_exit(struct store *s);
 const struct repo *store_repo(const struct store *s);
+/*
+ * This online store's id: 32 hex digits made when it was created, kept
+ * with it.  Several daemons (each its own store) may ship to one offline
+ * store; each keeps its shipping progress there under this id.
+ */
+const char	*store_instance(const struct store *s);
 int		 store_nshards(const struct store *s);
 /* The shard of an entity: stable for a given store. */
 int		 store_shard_of(const struct store *s, size_t view,

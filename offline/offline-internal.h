@@ -53,16 +53,22 @@ struct offline_backend_ops {
 	void		*(*open)(const struct config *cfg,
 			    const struct repo *repo, char *err, size_t errlen);
 	void		 (*close)(void *b);
-	/* Last outbox seq shipped (0: none). */
-	int		 (*shipped)(void *b, int64_t *seq, char *err,
-			    size_t errlen);
-	/* Rows of these outbox rows and shipped seq = rows[n - 1].seq, in
-	   one transaction.  Returns events written (new or not), or -1.
+	/*
+	 * Last outbox seq shipped (0: none) by the online store whose
+	 * store_instance() is instance: daemons sharing an offline store
+	 * each have their own outbox and progress.
+	 */
+	int		 (*shipped)(void *b, const char *instance,
+			    int64_t *seq, char *err, size_t errlen);
+	/* Rows of these outbox rows and instance's shipped seq =
+	   rows[n - 1].seq, in one transaction; an event already there takes
+	   the values shipped now.  Returns events written, or -1.
 	   Gives up (-1, "shipping cancelled", rolled back) soon after
 	   *cancel turns non-zero, so a stop need not wait for a large
 	   batch. */
-	int64_t		 (*ship)(void *b, const struct store_outbox *rows,
-			    size_t n, const _Atomic int *cancel, char *err,
+	int64_t		 (*ship)(void *b, const char *instance,
+			    const struct store_outbox *rows, size_t n,
+			    const _Atomic int *cancel, char *err,
 			    size_t errlen);
 	int		 (*scan)(void *b, const struct repo_view *view,
 			    int64_t max_ts, const char *const *keys,

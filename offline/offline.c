@@ -57,6 +57,7 @@ struct offline {
 	char					 lasterr[512];
 
 	struct store				*store;
+	char					 instance[40];	/* its id */
 	pthread_t				 thread;
 	int					 started;
 	/* wlock/wcond: stop requests and wakeups of the shipper. */
@@ -373,7 +374,7 @@ offline_shipped_seq(struct offline *o, int64_t *seq, char *err,
 		snprintf(err, errlen, "offline store (%s) not reachable: %s",
 		    o->ops->name, o->lasterr);
 	else
-		rc = o->ops->shipped(o->b, seq, err, errlen);
+		rc = o->ops->shipped(o->b, o->instance, seq, err, errlen);
 	pthread_mutex_unlock(&o->lock);
 	return rc;
 }
@@ -467,7 +468,8 @@ offline_ship_once(struct offline *o, char *err, size_t errlen)
 	if (o->m_up != NULL)
 		metric_set(o->m_up, 1);
 	if (o->shipped_seq < 0) {
-		if (o->ops->shipped(o->b, &seq, err, errlen) != 0)
+		if (o->ops->shipped(o->b, o->instance, &seq, err,
+		    errlen) != 0)
 			goto fail;
 		o->shipped_seq = seq;
 		/* An online store younger than the backend's progress. */
@@ -483,7 +485,8 @@ offline_ship_once(struct offline *o, char *err, size_t errlen)
 		rc = 0;
 		goto out;
 	}
-	written = o->ops->ship(o->b, rows, n, &o->cancel, err, errlen);
+	written = o->ops->ship(o->b, o->instance, rows, n, &o->cancel, err,
+	    errlen);
 	if (written < 0)
 		goto fail;
 	o->shipped_seq = rows[n - 1].seq;
@@ -577,6 +580,7 @@ offline_start(struct offline *o, struct store *store, char *err,
 	int	e;
 
 	o->store = store;
+	snprintf(o->instance, sizeof o->instance, "%s", store_instance(store));
 	o->stopping = 0;
 	/*
 	 * Seqs of this store must go on above what the backend shipped (an
@@ -584,7 +588,8 @@ offline_start(struct offline *o, struct store *store, char *err,
 	 * commits a first outbox row.  A backend down now does it later.
 	 */
 	pthread_mutex_lock(&o->lock);
-	if (o->b != NULL && o->ops->shipped(o->b, &seq, err, errlen) == 0) {
+	if (o->b != NULL && o->ops->shipped(o->b, o->instance, &seq, err,
+	    errlen) == 0) {
 		store_outbox_floor(store, seq);
 		store_outbox_trim(store, seq);
 		o->shipped_seq = seq;

@@ -1,16 +1,18 @@
 /*
  * pg: the Postgres offline backend (offline.postgres set), over libpq.
  *
- * Tables live in schema mlopsd: schema_version, offline_progress (the
- * last outbox seq shipped) and events_<source> per source (bigint,
+ * Tables live in schema mlopsd: schema_version, shipping (the last
+ * outbox seq shipped, per online store: several daemons may ship here)
+ * and events_<source> per source (bigint,
  * double precision, boolean, text, jsonb for the fields of JSON sources).
  * Migrations are versioned and idempotent and run under an advisory lock,
  * so two daemons or a training-set beside the daemon can open at once.
  *
  * Shipping: the rows of several outbox blobs are grouped per source, sent
  * with COPY (text format) into a temporary table, then moved with INSERT
- * ... ON CONFLICT (partition, "offset") DO NOTHING, and the progress row
- * is updated, all in one transaction.  Scans stream through a server-side
+ * ... ON CONFLICT (partition, "offset") DO UPDATE (an event shipped again
+ * takes the values read this time), and the progress row is updated, all
+ * in one transaction.  Scans stream through a server-side
  * cursor, FETCH 10000 rows at a time.
  */
 #include <inttypes.h>
@@ -28,7 +30,7 @@
 #include "features/store.h"
 #include "offline/offline-internal.h"
 
-#define PG_VERSION		1
+#define PG_VERSION		2
 #define PG_FETCH		10000
 #define PG_FETCH_S		"10000"
 #define PG_LOCK_KEY		"7250121836291"	/* advisory lock: migrations */
@@ -61,10 +63,9 @@ buf_puts(struct pg_buf *b, const char *s)
 }
 
 static int
-pg_exec(struct pg *g, const char *sql, char *err, size_t errlen)
+pg_check(struct pg *g, PGresult *r, char *err, size_t errlen)
 {
-	PGresult	*r = PQexec(g->conn, sql);
-	int		 st = PQresultStatus(r);
+	int	st = PQresultStatus(r);
 
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		snprintf(err, errlen, "postgres: %s", PQerrorMessage(g->conn));
@@ -75,6 +76,23 @@ pg_exec(struct pg *g, const char *sql, char *err, size_t errlen)
 	}
 	PQclear(r);
 	return 0;
+}
+
+static int
+pg_exec(struct pg *g, const char *sql, char *err, size_t errlen)
+{
+	return pg_check(g, PQexec(g->conn, sql), err, errlen);
+}
+
+/* sql with text parameters $1 and $2. */
+static int
+pg_exec_params(struct pg *g, const char *sql, const char *p1,
+    const char *p2, char *err, size_t errlen)
+{
+	const char *const	 params[2] = { p1, p2 };
+
+	return pg_check(g, PQexecParams(g->conn, sql, 2, NULL, params, NULL,
+	    NULL, 0), err, errlen);
 }
 
 static const char *
@@ -150,6 +168,16 @@ pg_migrate(struct pg *g, char *err, size_t errlen)
 	    "id integer PRIMARY KEY CHECK (id = 1), shipped_seq bigint NOT "
 	    "NULL); INSERT INTO mlopsd.offline_progress VALUES(1, 0);"
 	    "INSERT INTO mlopsd.schema_version VALUES(1)", err, errlen) != 0)
+		goto fail;
+	/*
+	 * 2: progress per online store.  offline_progress had one row for
+	 * every daemon shipping here, so one daemon's progress trimmed
+	 * another's unshipped outbox.  An instance without a row ships its
+	 * outbox again, which changes no event.
+	 */
+	if (version < 2 && pg_exec(g, "CREATE TABLE mlopsd.shipping(instance "
+	    "text PRIMARY KEY, shipped_seq bigint NOT NULL);"
+	    "INSERT INTO mlopsd.schema_version VALUES(2)", err, errlen) != 0)
 		goto fail;
 	for (size_t i = 0; i < g->repo->nsources; i++) {
 		const struct repo_source *src = &g->repo->sources[i];
@@ -252,16 +280,19 @@ pg_close(void *b)
 }
 
 static int
-pg_shipped(void *b, int64_t *seq, char *err, size_t errlen)
+pg_shipped(void *b, const char *instance, int64_t *seq, char *err,
+    size_t errlen)
 {
 	struct pg	*g = b;
 	PGresult	*r;
 	int		 rc = -1;
 
-	r = PQexec(g->conn, "SELECT shipped_seq FROM mlopsd.offline_progress "
-	    "WHERE id = 1");
-	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-		*seq = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	/* No row yet: nothing shipped (rows shipped again are the same). */
+	r = PQexecParams(g->conn, "SELECT shipped_seq FROM mlopsd.shipping "
+	    "WHERE instance = $1", 1, NULL, &instance, NULL, NULL, 0);
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) <= 1) {
+		*seq = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL,
+		    10) : 0;
 		rc = 0;
 	} else {
 		snprintf(err, errlen, "postgres: %s", PQerrorMessage(g->conn));
@@ -473,13 +504,18 @@ pg_ship_group(struct pg *g, struct pg_group *gr, size_t n, char *err,
 	buf_puts(&b, cols.p);
 	buf_puts(&b, " FROM mlopsd.\"");
 	buf_puts(&b, table);
-	buf_puts(&b, "\" WITH NO DATA");
+	buf_puts(&b, "\" WITH NO DATA; ALTER TABLE ");
+	buf_puts(&b, tmp);
+	/* The order rows came in: the later of two copies of an event wins. */
+	buf_puts(&b, " ADD COLUMN mlopsd_n bigserial");
 	if (pg_exec(g, b.p, err, errlen) != 0)
 		goto out;
 	b.len = 0;
 	buf_puts(&b, "COPY ");
 	buf_puts(&b, tmp);
-	buf_puts(&b, " FROM STDIN");
+	buf_puts(&b, "(");
+	buf_puts(&b, cols.p);
+	buf_puts(&b, ") FROM STDIN");
 	r = PQexec(g->conn, b.p);
 	if (PQresultStatus(r) != PGRES_COPY_IN) {
 		PQclear(r);
@@ -504,11 +540,26 @@ pg_ship_group(struct pg *g, struct pg_group *gr, size_t n, char *err,
 	buf_puts(&b, table);
 	buf_puts(&b, "\"(");
 	buf_puts(&b, cols.p);
-	buf_puts(&b, ") SELECT ");
+	buf_puts(&b, ") SELECT DISTINCT ON (partition, \"offset\") ");
 	buf_puts(&b, cols.p);
 	buf_puts(&b, " FROM ");
 	buf_puts(&b, tmp);
-	buf_puts(&b, " ON CONFLICT (partition, \"offset\") DO NOTHING");
+	buf_puts(&b, " ORDER BY partition, \"offset\", mlopsd_n DESC");
+	/*
+	 * An event shipped again is the same event read again: after a
+	 * crash, the same values; after a view change replayed its topic,
+	 * the fields and ts the new definition reads, which the online
+	 * state was rebuilt from.  Either way the row takes them.
+	 */
+	buf_puts(&b, " ON CONFLICT (partition, \"offset\") DO UPDATE SET "
+	    "ts = excluded.ts");
+	for (size_t f = 0; f < gr->nfields; f++) {
+		offline_column_sql(gr->fields[f], col, sizeof col);
+		buf_puts(&b, ", ");
+		buf_puts(&b, col);
+		buf_puts(&b, " = excluded.");
+		buf_puts(&b, col);
+	}
 	rc = pg_exec(g, b.p, err, errlen);
 	goto out;
 pgfail:
@@ -521,8 +572,8 @@ out:
 }
 
 static int64_t
-pg_ship(void *b, const struct store_outbox *rows, size_t n,
-    const _Atomic int *cancel, char *err, size_t errlen)
+pg_ship(void *b, const char *instance, const struct store_outbox *rows,
+    size_t n, const _Atomic int *cancel, char *err, size_t errlen)
 {
 	struct pg	*g = b;
 	struct pg_ship	 sh = { .cancel = cancel };
@@ -552,9 +603,10 @@ pg_ship(void *b, const struct store_outbox *rows, size_t n,
 			goto rollback;
 		written += sh.groups[i].rows;
 	}
-	snprintf(sql, sizeof sql, "UPDATE mlopsd.offline_progress SET "
-	    "shipped_seq = %" PRId64 " WHERE id = 1", rows[n - 1].seq);
-	if (pg_exec(g, sql, err, errlen) != 0 ||
+	snprintf(sql, sizeof sql, "%" PRId64, rows[n - 1].seq);
+	if (pg_exec_params(g, "INSERT INTO mlopsd.shipping VALUES($1, $2) ON "
+	    "CONFLICT (instance) DO UPDATE SET shipped_seq = "
+	    "excluded.shipped_seq", instance, sql, err, errlen) != 0 ||
 	    pg_exec(g, "COMMIT", err, errlen) != 0)
 		goto rollback;
 	rc = 0;

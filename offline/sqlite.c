@@ -5,7 +5,8 @@
  * typed columns (ANY fields of JSON sources hold their JSON text), primary
  * key (partition, "offset"), an index (join keys..., ts) per view, and the
  * shipped outbox seq in offline_progress, written in the same transaction
- * as the rows it covers.
+ * as the rows it covers.  One progress row: the file lives in the data
+ * directory, which one daemon holds (its instance id is not needed).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -250,7 +251,8 @@ sq_close(void *b)
 }
 
 static int
-sq_shipped(void *b, int64_t *seq, char *err, size_t errlen)
+sq_shipped(void *b, const char *instance, int64_t *seq, char *err,
+    size_t errlen)
 {
 	struct sq	*s = b;
 	sqlite3_stmt	*q;
@@ -305,7 +307,7 @@ sq_insert_for(struct sq_ship *sh, const struct offline_rec *rec)
 		return NULL;
 	offline_table_name(src->name, table, sizeof table);
 	sql = xgrow(sql, &cap, strlen(table) + 128, 1);
-	len = (size_t)sprintf(sql, "INSERT OR IGNORE INTO \"%s\"(partition, "
+	len = (size_t)sprintf(sql, "INSERT INTO \"%s\"(partition, "
 	    "\"offset\", ts", table);
 	for (size_t f = 0; f < src->nfields; f++) {
 		offline_column_sql(src->fields[f], col, sizeof col);
@@ -316,7 +318,20 @@ sq_insert_for(struct sq_ship *sh, const struct offline_rec *rec)
 	len += (size_t)sprintf(sql + len, ") VALUES(?, ?, ?");
 	for (size_t f = 0; f < src->nfields; f++)
 		len += (size_t)sprintf(sql + len, ", ?");
-	strcpy(sql + len, ")");
+	/*
+	 * An event shipped again takes what it was read as this time: the
+	 * same after a crash, the new fields and ts after a view change
+	 * replayed its topic (the online state was rebuilt from those).
+	 */
+	sql = xgrow(sql, &cap, len + 80, 1);
+	len += (size_t)sprintf(sql + len, ") ON CONFLICT(partition, "
+	    "\"offset\") DO UPDATE SET ts = excluded.ts");
+	for (size_t f = 0; f < src->nfields; f++) {
+		offline_column_sql(src->fields[f], col, sizeof col);
+		sql = xgrow(sql, &cap, len + 2 * strlen(col) + 16, 1);
+		len += (size_t)sprintf(sql + len, ", %s = excluded.%s", col,
+		    col);
+	}
 	if (sqlite3_prepare_v2(sh->s->db, sql, -1, &q, NULL) != SQLITE_OK) {
 		snprintf(sh->err, sh->errlen, "offline.db: %s",
 		    sqlite3_errmsg(sh->s->db));
@@ -388,8 +403,8 @@ sq_ship_rec(void *arg, const struct offline_rec *rec)
 }
 
 static int64_t
-sq_ship(void *b, const struct store_outbox *rows, size_t n,
-    const _Atomic int *cancel, char *err, size_t errlen)
+sq_ship(void *b, const char *instance, const struct store_outbox *rows,
+    size_t n, const _Atomic int *cancel, char *err, size_t errlen)
 {
 	struct sq	*s = b;
 	struct sq_ship	 sh = { s, NULL, 0, 0, 0, cancel, err, errlen };

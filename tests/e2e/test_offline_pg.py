@@ -115,9 +115,66 @@ def postgres_outage_loses_nothing_and_ships_once():
     assert metric(d, "mlopsd_offline_shipped_events_total") == \
         shipped + len(want) - len(first)
     check_rows(pg_rows(pg), want)
-    assert pg.psql("SELECT version FROM mlopsd.schema_version") == "1"
-    assert pg.psql("SELECT shipped_seq > 0 FROM "
-                   "mlopsd.offline_progress") == "t"
+    assert pg.psql("SELECT max(version) FROM mlopsd.schema_version") == "2"
+    assert pg.psql("SELECT count(*) FROM mlopsd.shipping WHERE "
+                   "shipped_seq > 0") == "1"
+
+
+@test
+def two_daemons_share_one_postgres():
+    """Two daemons (own data_dir, group and source) ship to one
+    Postgres, which goes away while one of them ingests.  Each keeps its
+    own progress there: with one progress row for all, the daemon whose
+    outbox grew during the outage read the other's higher seq when
+    Postgres came back and dropped its own unshipped events."""
+    import json
+    from mtest import tmpdir
+    from oracle import Feature, View
+    pg = need_pg()
+    pay = {"name": "pay", "topic": "pay", "format": "json",
+           "timestamp_field": "t"}
+    vpay = View("merchant_pay", "merchant", "m", "pay", [("1h", "5m")],
+                [Feature("pays", "count")])
+    s = ev.Stack(oracle.repo_yaml(ENTITIES, [SOURCE], [VIEW]),
+                 properties=PROPS, topics=("orders:2", "pay:2"))
+    rb = ev.write_repo(tmpdir(), oracle.repo_yaml(ENTITIES, [pay], [vpay]))
+    now = int(time.time() * 1000)
+    sent = {"orders": 0, "pay": 0}
+
+    def burst(d, topic, n):
+        s.produce(topic, [ev.Message(i % 7, json.dumps(
+            {"m": i % 7, "t": now - sent[topic] - i}).encode(), event={})
+            for i in range(n)])
+        sent[topic] += n
+        ev.wait_counted(d, topic, sent[topic])
+
+    a = s.daemon(group="ga", dead_letter_topic="ga.dlq",
+                 offline={"postgres": pg.uri})
+    burst(a, "orders", 200)
+    wait_shipped(a, 200)
+    b = s.daemon(group="gb", dead_letter_topic="gb.dlq", repo=rb,
+                 offline={"postgres": pg.uri})
+    for _ in range(5):	# b's outbox seq goes well past a's
+        burst(b, "pay", 100)
+        time.sleep(1.2)
+    wait_shipped(b, sent["pay"])
+    pg.halt()
+    for _ in range(3):
+        burst(a, "orders", 50)
+        time.sleep(1.2)
+    wait_until(lambda: (metric(a, "mlopsd_offline_pending_events") or 0)
+               >= 150, 30, what="a's outbox to hold the outage's events")
+    pg.start()
+    for d in (a, b):
+        wait_until(lambda: metric(d, "mlopsd_offline_up") == 1 and
+                   metric(d, "mlopsd_offline_pending_events") == 0, 60,
+                   what="both outboxes shipped")
+    for t in ("orders", "pay"):
+        got = int(pg.psql("SELECT count(*) FROM mlopsd.events_%s" % t))
+        assert got == sent[t], (t, got, sent[t])
+    assert pg.psql("SELECT count(*) FROM mlopsd.shipping") == "2"
+    a.stop()
+    b.stop()
 
 
 @test
@@ -149,4 +206,5 @@ def kill_9_while_shipping_ships_exactly_once():
 
 # Importing test_offline registered its tests too: run only these.
 run([unit_tests_on_postgres, postgres_outage_loses_nothing_and_ships_once,
+     two_daemons_share_one_postgres,
      kill_9_while_shipping_ships_exactly_once])
