@@ -49,9 +49,13 @@ int	offline_batch_decode(const void *data, size_t len, offline_rec_fn fn,
 /* A backend: sqlite.c or pg.c. */
 struct offline_backend_ops {
 	const char	*name;
-	/* Connect and migrate to repo; NULL with err (Postgres: retried). */
+	/*
+	 * Connect and migrate to repo; NULL with err (Postgres: retried).
+	 * Gives up soon after *cancel (NULL: never) turns non-zero.
+	 */
 	void		*(*open)(const struct config *cfg,
-			    const struct repo *repo, char *err, size_t errlen);
+			    const struct repo *repo, const _Atomic int *cancel,
+			    char *err, size_t errlen);
 	void		 (*close)(void *b);
 	/*
 	 * Last outbox seq shipped (0: none) by the online store whose

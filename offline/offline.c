@@ -267,7 +267,7 @@ offline_open(const struct config *cfg, const struct repo *repo,
 	pthread_mutex_init(&o->wlock, NULL);
 	pthread_cond_init(&o->wcond, NULL);
 	o->shipped_seq = -1;
-	o->b = o->ops->open(cfg, repo, o->lasterr, sizeof o->lasterr);
+	o->b = o->ops->open(cfg, repo, NULL, o->lasterr, sizeof o->lasterr);
 	if (o->b == NULL) {
 		if (o->ops == &offline_sqlite_ops) {
 			snprintf(err, errlen, "%s", o->lasterr);
@@ -346,7 +346,7 @@ offline_scan_view(struct offline *o, const struct repo_view *view,
 
 	pthread_mutex_lock(&o->lock);
 	if (o->b == NULL)
-		o->b = o->ops->open(o->cfg, o->repo, o->lasterr,
+		o->b = o->ops->open(o->cfg, o->repo, NULL, o->lasterr,
 		    sizeof o->lasterr);
 	if (o->b == NULL) {
 		snprintf(err, errlen, "offline store (%s) not reachable: %s",
@@ -368,7 +368,7 @@ offline_shipped_seq(struct offline *o, int64_t *seq, char *err,
 
 	pthread_mutex_lock(&o->lock);
 	if (o->b == NULL)
-		o->b = o->ops->open(o->cfg, o->repo, o->lasterr,
+		o->b = o->ops->open(o->cfg, o->repo, NULL, o->lasterr,
 		    sizeof o->lasterr);
 	if (o->b == NULL)
 		snprintf(err, errlen, "offline store (%s) not reachable: %s",
@@ -458,7 +458,8 @@ offline_ship_once(struct offline *o, char *err, size_t errlen)
 
 	pthread_mutex_lock(&o->lock);
 	if (o->b == NULL) {
-		o->b = o->ops->open(o->cfg, o->repo, err, errlen);
+		o->b = o->ops->open(o->cfg, o->repo, &o->cancel, err,
+		    errlen);
 		if (o->b == NULL)
 			goto out;
 		log_info("offline", "%s backend reachable again",

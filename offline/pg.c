@@ -15,8 +15,10 @@
  * in one transaction.  Scans stream through a server-side
  * cursor, FETCH 10000 rows at a time.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +41,17 @@
 struct pg {
 	PGconn			*conn;
 	const struct repo	*repo;
+	/*
+	 * The shipper's stop flag (NULL for scans): every wait on the server
+	 * gives up soon after *cancel turns non-zero, as a stop must not
+	 * wait on a Postgres that does not answer.  The connection is then
+	 * unusable (broken).
+	 */
+	const _Atomic int	*cancel;
+	int			 broken;	/* closed by a cancel */
 };
+
+#define PG_POLL_MS	100	/* how often a wait looks at *cancel */
 
 /* A growable text buffer. */
 struct pg_buf {
@@ -63,10 +75,103 @@ buf_puts(struct pg_buf *b, const char *s)
 }
 
 static int
+pg_cancelled(const struct pg *g)
+{
+	return g->cancel != NULL && atomic_load(g->cancel);
+}
+
+/*
+ * Wait until the socket is ready for events (POLLIN, POLLOUT), reading
+ * what arrives; 0, or -1 when cancelled (g->broken) or the connection
+ * failed.
+ */
+static int
+pg_wait(struct pg *g, short events)
+{
+	struct pollfd	p = { PQsocket(g->conn), events, 0 };
+
+	if (pg_cancelled(g)) {
+		g->broken = 1;
+		return -1;
+	}
+	if (poll(&p, 1, PG_POLL_MS) == -1 && errno != EINTR)
+		return -1;
+	if ((p.revents & (POLLIN | POLLERR | POLLHUP)) &&
+	    PQconsumeInput(g->conn) == 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * Flush what libpq holds to send (nonblocking); 0, or -1 (cancelled or
+ * failed).
+ */
+static int
+pg_flush(struct pg *g)
+{
+	int	f;
+
+	while ((f = PQflush(g->conn)) == 1)
+		if (pg_wait(g, POLLIN | POLLOUT) != 0)
+			return -1;
+	return f;
+}
+
+/*
+ * The result of a query sent with PQsend*: the first error, else the last
+ * result, else NULL (cancelled or connection lost: see PQerrorMessage and
+ * g->broken).  A COPY IN result is returned at once for the caller.
+ */
+static PGresult *
+pg_result(struct pg *g)
+{
+	PGresult	*keep = NULL, *r;
+
+	if (pg_flush(g) != 0)
+		return NULL;
+	for (;;) {
+		while (PQisBusy(g->conn))
+			if (pg_wait(g, POLLIN) != 0) {
+				PQclear(keep);
+				return NULL;
+			}
+		if ((r = PQgetResult(g->conn)) == NULL)
+			return keep;
+		if (PQresultStatus(r) == PGRES_COPY_IN) {
+			PQclear(keep);
+			return r;
+		}
+		if (keep != NULL && PQresultStatus(keep) ==
+		    PGRES_FATAL_ERROR) {
+			PQclear(r);
+			continue;
+		}
+		PQclear(keep);
+		keep = r;
+	}
+}
+
+/* Send sql (params: text $1..$n, or none) and wait for its result. */
+static PGresult *
+pg_query(struct pg *g, const char *sql, int nparams,
+    const char *const *params)
+{
+	int	sent = nparams > 0 ? PQsendQueryParams(g->conn, sql, nparams,
+		    NULL, params, NULL, NULL, 0) : PQsendQuery(g->conn, sql);
+
+	return sent ? pg_result(g) : NULL;
+}
+
+static int
 pg_check(struct pg *g, PGresult *r, char *err, size_t errlen)
 {
 	int	st = PQresultStatus(r);
 
+	if (r == NULL && g->broken) {
+		snprintf(err, errlen, "postgres: cancelled while waiting for "
+		    "the server");
+		return -1;
+	}
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		snprintf(err, errlen, "postgres: %s", PQerrorMessage(g->conn));
 		/* libpq messages end with a newline. */
@@ -81,7 +186,7 @@ pg_check(struct pg *g, PGresult *r, char *err, size_t errlen)
 static int
 pg_exec(struct pg *g, const char *sql, char *err, size_t errlen)
 {
-	return pg_check(g, PQexec(g->conn, sql), err, errlen);
+	return pg_check(g, pg_query(g, sql, 0, NULL), err, errlen);
 }
 
 /* sql with text parameters $1 and $2. */
@@ -91,8 +196,15 @@ pg_exec_params(struct pg *g, const char *sql, const char *p1,
 {
 	const char *const	 params[2] = { p1, p2 };
 
-	return pg_check(g, PQexecParams(g->conn, sql, 2, NULL, params, NULL,
-	    NULL, 0), err, errlen);
+	return pg_check(g, pg_query(g, sql, 2, params), err, errlen);
+}
+
+/* Roll back, unless the connection was given up (the server will). */
+static void
+pg_rollback(struct pg *g)
+{
+	if (!g->broken)
+		PQclear(pg_query(g, "ROLLBACK", 0, NULL));
 }
 
 static const char *
@@ -154,8 +266,8 @@ pg_migrate(struct pg *g, char *err, size_t errlen)
 	    "CREATE TABLE IF NOT EXISTS mlopsd.schema_version(version integer "
 	    "NOT NULL)", err, errlen) != 0)
 		goto fail;
-	r = PQexec(g->conn, "SELECT coalesce(max(version), 0) FROM "
-	    "mlopsd.schema_version");
+	r = pg_query(g, "SELECT coalesce(max(version), 0) FROM "
+	    "mlopsd.schema_version", 0, NULL);
 	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
 		version = atoi(PQgetvalue(r, 0, 0));
 	PQclear(r);
@@ -230,9 +342,11 @@ pg_migrate(struct pg *g, char *err, size_t errlen)
 		goto fail;
 	return 0;
 fail:
-	PQclear(PQexec(g->conn, "ROLLBACK"));
+	pg_rollback(g);
 	return -1;
 }
+
+static void	pg_close(void *b);
 
 static void
 pg_quiet(void *arg, const char *msg)
@@ -241,32 +355,90 @@ pg_quiet(void *arg, const char *msg)
 	(void)msg;
 }
 
-static void *
-pg_open(const struct config *cfg, const struct repo *repo, char *err,
-    size_t errlen)
+/* The connection's connect_timeout in ms (libpq enforces it only when
+   it blocks; we poll). */
+static int64_t
+pg_connect_timeout_ms(PGconn *conn)
+{
+	PQconninfoOption	*opts = PQconninfo(conn), *o;
+	int64_t			 ms = 5000;
+
+	for (o = opts; o != NULL && o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 &&
+		    o->val != NULL && atoi(o->val) > 0)
+			ms = (int64_t)atoi(o->val) * 1000;
+	PQconninfoFree(opts);
+	return ms;
+}
+
+/*
+ * Connect without blocking: PQconnectPoll() under poll(), so that a
+ * stop can cancel a connection to a server that accepts but does not
+ * answer.  0, or -1 with err.
+ */
+static int
+pg_connect(struct pg *g, const char *conninfo, char *err, size_t errlen)
 {
 	/* connect_timeout first: the conninfo's own value wins. */
 	const char *const	 keys[] = { "connect_timeout", "dbname",
 	    "application_name", NULL };
-	const char *const	 vals[] = { "5", cfg->offline.postgres, "mlopsd",
-	    NULL };
-	struct pg		*g = xcalloc(1, sizeof *g);
+	const char *const	 vals[] = { "5", conninfo, "mlopsd", NULL };
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+	int64_t			 deadline;
+
+	if ((g->conn = PQconnectStartParams(keys, vals, 1)) == NULL ||
+	    PQstatus(g->conn) == CONNECTION_BAD)
+		goto fail;
+	deadline = util_now_ms() + pg_connect_timeout_ms(g->conn);
+	while (st != PGRES_POLLING_OK) {
+		struct pollfd p = { PQsocket(g->conn), st ==
+		    PGRES_POLLING_READING ? POLLIN : POLLOUT, 0 };
+		int	      n;
+
+		if (st == PGRES_POLLING_FAILED)
+			goto fail;
+		if (pg_cancelled(g)) {
+			snprintf(err, errlen, "postgres: connecting cancelled");
+			return -1;
+		}
+		if (util_now_ms() >= deadline) {
+			snprintf(err, errlen, "postgres: no answer while "
+			    "connecting (connect_timeout)");
+			return -1;
+		}
+		if ((n = poll(&p, 1, PG_POLL_MS)) == -1 && errno != EINTR)
+			goto fail;
+		if (n > 0)
+			st = PQconnectPoll(g->conn);
+	}
+	/* Every wait is ours from here (pg_wait), sends included. */
+	if (PQsetnonblocking(g->conn, 1) != 0)
+		goto fail;
+	return 0;
+fail:
+	snprintf(err, errlen, "postgres: %s", g->conn != NULL ?
+	    PQerrorMessage(g->conn) : "out of memory");
+	err[strcspn(err, "\n")] = '\0';
+	return -1;
+}
+
+static void *
+pg_open(const struct config *cfg, const struct repo *repo,
+    const _Atomic int *cancel, char *err, size_t errlen)
+{
+	struct pg	*g = xcalloc(1, sizeof *g);
 
 	g->repo = repo;
-	g->conn = PQconnectdbParams(keys, vals, 1);
-	if (PQstatus(g->conn) != CONNECTION_OK) {
-		snprintf(err, errlen, "postgres: %s", PQerrorMessage(g->conn));
-		err[strcspn(err, "\n")] = '\0';
+	g->cancel = cancel;
+	if (pg_connect(g, cfg->offline.postgres, err, errlen) != 0)
 		goto fail;
-	}
 	PQsetNoticeProcessor(g->conn, pg_quiet, NULL);
 	if (pg_exec(g, "SET client_min_messages = warning", err, errlen) != 0 ||
 	    pg_migrate(g, err, errlen) != 0)
 		goto fail;
 	return g;
 fail:
-	PQfinish(g->conn);
-	free(g);
+	pg_close(g);
 	return NULL;
 }
 
@@ -275,6 +447,9 @@ pg_close(void *b)
 {
 	struct pg	*g = b;
 
+	/* Nonblocking: the goodbye must not wait on a server that is stuck. */
+	if (g->conn != NULL)
+		PQsetnonblocking(g->conn, 1);
 	PQfinish(g->conn);
 	free(g);
 }
@@ -288,8 +463,8 @@ pg_shipped(void *b, const char *instance, int64_t *seq, char *err,
 	int		 rc = -1;
 
 	/* No row yet: nothing shipped (rows shipped again are the same). */
-	r = PQexecParams(g->conn, "SELECT shipped_seq FROM mlopsd.shipping "
-	    "WHERE instance = $1", 1, NULL, &instance, NULL, NULL, 0);
+	r = pg_query(g, "SELECT shipped_seq FROM mlopsd.shipping WHERE "
+	    "instance = $1", 1, &instance);
 	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) <= 1) {
 		*seq = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL,
 		    10) : 0;
@@ -477,6 +652,31 @@ pg_ship_rec(void *arg, const struct offline_rec *rec)
 	return 0;
 }
 
+/*
+ * Send len bytes of COPY data and end the COPY, a megabyte at a time
+ * (nonblocking: a server that stops reading must not hold us).  0 or -1.
+ */
+static int
+pg_copy_in(struct pg *g, const char *p, size_t len)
+{
+	size_t	off = 0, n;
+	int	rc;
+
+	while (off < len) {
+		n = len - off > (1 << 20) ? (1 << 20) : len - off;
+		if ((rc = PQputCopyData(g->conn, p + off, (int)n)) == 1)
+			off += n;
+		else if (rc != 0 || pg_wait(g, POLLIN | POLLOUT) != 0)
+			return -1;
+		if (pg_flush(g) != 0)
+			return -1;
+	}
+	while ((rc = PQputCopyEnd(g->conn, NULL)) == 0)
+		if (pg_wait(g, POLLIN | POLLOUT) != 0)
+			return -1;
+	return rc == 1 ? pg_flush(g) : -1;
+}
+
 /* COPY one group into a temporary table and move it into its table. */
 static int
 pg_ship_group(struct pg *g, struct pg_group *gr, size_t n, char *err,
@@ -516,25 +716,20 @@ pg_ship_group(struct pg *g, struct pg_group *gr, size_t n, char *err,
 	buf_puts(&b, "(");
 	buf_puts(&b, cols.p);
 	buf_puts(&b, ") FROM STDIN");
-	r = PQexec(g->conn, b.p);
+	r = pg_query(g, b.p, 0, NULL);
 	if (PQresultStatus(r) != PGRES_COPY_IN) {
 		PQclear(r);
 		goto pgfail;
 	}
 	PQclear(r);
-	if (PQputCopyData(g->conn, gr->copy.p, (int)gr->copy.len) != 1 ||
-	    PQputCopyEnd(g->conn, NULL) != 1)
+	if (pg_copy_in(g, gr->copy.p, gr->copy.len) != 0)
 		goto pgfail;
-	r = PQgetResult(g->conn);
+	r = pg_result(g);
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 		PQclear(r);
-		while ((r = PQgetResult(g->conn)) != NULL)
-			PQclear(r);
 		goto pgfail;
 	}
 	PQclear(r);
-	while ((r = PQgetResult(g->conn)) != NULL)
-		PQclear(r);
 	b.len = 0;
 	buf_puts(&b, "INSERT INTO mlopsd.\"");
 	buf_puts(&b, table);
@@ -563,8 +758,12 @@ pg_ship_group(struct pg *g, struct pg_group *gr, size_t n, char *err,
 	rc = pg_exec(g, b.p, err, errlen);
 	goto out;
 pgfail:
-	snprintf(err, errlen, "postgres: %s", PQerrorMessage(g->conn));
-	err[strcspn(err, "\n")] = '\0';
+	if (g->broken)
+		snprintf(err, errlen, "shipping cancelled");
+	else {
+		snprintf(err, errlen, "postgres: %s", PQerrorMessage(g->conn));
+		err[strcspn(err, "\n")] = '\0';
+	}
 out:
 	free(b.p);
 	free(cols.p);
@@ -577,6 +776,7 @@ pg_ship(void *b, const char *instance, const struct store_outbox *rows,
 {
 	struct pg	*g = b;
 	struct pg_ship	 sh = { .cancel = cancel };
+	const _Atomic int *saved = g->cancel;
 	int64_t		 written = 0;
 	char		 sql[128];
 	int		 rc = 0;
@@ -592,6 +792,7 @@ pg_ship(void *b, const char *instance, const struct store_outbox *rows,
 	if (rc != 0)
 		goto out;
 	rc = -1;
+	g->cancel = cancel;
 	if (pg_exec(g, "BEGIN", err, errlen) != 0)
 		goto out;
 	for (size_t i = 0; i < sh.ngroups; i++) {
@@ -612,8 +813,11 @@ pg_ship(void *b, const char *instance, const struct store_outbox *rows,
 	rc = 0;
 	goto out;
 rollback:
-	PQclear(PQexec(g->conn, "ROLLBACK"));
+	pg_rollback(g);
 out:
+	if (g->broken)
+		snprintf(err, errlen, "shipping cancelled");
+	g->cancel = saved;
 	for (size_t i = 0; i < sh.ngroups; i++) {
 		struct pg_group *gr = &sh.groups[i];
 

@@ -203,8 +203,8 @@ fail:
 }
 
 static void *
-sq_open(const struct config *cfg, const struct repo *repo, char *err,
-    size_t errlen)
+sq_open(const struct config *cfg, const struct repo *repo,
+    const _Atomic int *cancel, char *err, size_t errlen)
 {
 	struct sq	*s = xcalloc(1, sizeof *s);
 	char		*path = xstrfmt("%s/offline.db", cfg->data_dir);

@@ -177,6 +177,56 @@ def two_daemons_share_one_postgres():
     b.stop()
 
 
+def pg_signal(pg, sig):
+    """Send sig to the postmaster and every backend."""
+    with open(os.path.join(pg.datadir, "postmaster.pid")) as f:
+        pm = int(f.readline())
+    kids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pm)],
+                          capture_output=True, text=True).stdout.split()
+    for pid in [pm] + [int(k) for k in kids]:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+@test
+def sigterm_with_postgres_not_answering_exits_0():
+    """Postgres stopped (SIGSTOP: connections open, no answers) in the
+    middle of shipping: SIGTERM still stops the daemon within 10 s with
+    code 0 (every wait on the server gives up at a stop), and after a
+    restart everything is shipped, once."""
+    import signal
+    pg = need_pg()
+    s = ev.Stack(oracle.repo_yaml(ENTITIES, [SOURCE], [VIEW]),
+                 properties=PROPS, topics=("orders:4",))
+    d = s.daemon(offline={"postgres": pg.uri})
+    msgs = stream(5, 20000)
+    s.produce("orders", msgs[:5000])
+    wait_until(lambda: (metric(d, "mlopsd_offline_shipped_events_total")
+                        or 0) > 0, 60, interval=0.02, what="a first ship")
+    pg_signal(pg, signal.SIGSTOP)
+    try:
+        s.produce("orders", msgs[5000:])
+        ev.wait_counted(d, "orders", len(msgs))
+        time.sleep(2)	# a ship under way or a reconnect waiting
+        t0 = time.monotonic()
+        rc = d.stop(timeout=20)
+        took = time.monotonic() - t0
+    finally:
+        pg_signal(pg, signal.SIGCONT)
+    assert rc == 0, (rc, d.log()[-2000:])
+    assert took < 10, took
+    print("# SIGTERM with Postgres stopped: exited in %.1fs" % took)
+    ev.restart(d)
+    want = expected(msgs)
+    wait_shipped(d, 0, timeout=120)
+    wait_until(lambda: pg_count(pg) == len(want), 60,
+               what="every event in Postgres")
+    check_rows(pg_rows(pg), want)
+    d.stop()
+
+
 @test
 def kill_9_while_shipping_ships_exactly_once():
     pg = need_pg()
@@ -207,4 +257,5 @@ def kill_9_while_shipping_ships_exactly_once():
 # Importing test_offline registered its tests too: run only these.
 run([unit_tests_on_postgres, postgres_outage_loses_nothing_and_ships_once,
      two_daemons_share_one_postgres,
+     sigterm_with_postgres_not_answering_exits_0,
      kill_9_while_shipping_ships_exactly_once])
