@@ -58,6 +58,14 @@
  * reads datums known to be whole; this also catches trailing bytes.
  */
 #define DECODE_AVRO_MAX_DEPTH	64
+/*
+ * Array and map items in one datum, at every level together.  Items of
+ * nulls (or of empty records) take no bytes, so a datum's size does not
+ * bound them: 180 KB of nested arrays held 2e9 nulls, and Avro C's
+ * generic reader allocated 7.9 GB for them.
+ */
+#define DECODE_AVRO_MAX_ITEMS	(INT64_C(1) << 20)
+#define DECODE_AVRO_MAX_ITEMS_S	"1048576"
 #define DECODE_JSON_MAX_DEPTH	32	/* deeper: jansson's business */
 
 /* The reasons: code and whether the message may be retried. */
@@ -932,7 +940,7 @@ avro_check_varint(const unsigned char **p, const unsigned char *end,
  */
 static int
 avro_check(avro_schema_t s, const unsigned char **p, const unsigned char *end,
-    int depth, const char **err)
+    int depth, int64_t *budget, const char **err)
 {
 	int64_t	n, items, bytes;
 	size_t	i;
@@ -986,16 +994,16 @@ avro_check(avro_schema_t s, const unsigned char **p, const unsigned char *end,
 			return -1;
 		}
 		return avro_check(avro_schema_union_branch(s, (int)n), p, end,
-		    depth + 1, err);
+		    depth + 1, budget, err);
 	case AVRO_RECORD:
 		for (i = 0; i < avro_schema_record_size(s); i++)
 			if (avro_check(avro_schema_record_field_get_by_index(s,
-			    (int)i), p, end, depth + 1, err) == -1)
+			    (int)i), p, end, depth + 1, budget, err) == -1)
 				return -1;
 		return 0;
 	case AVRO_LINK:
 		return avro_check(avro_schema_link_target(s), p, end,
-		    depth + 1, err);
+		    depth + 1, budget, err);
 	case AVRO_ARRAY:
 	case AVRO_MAP:
 		for (;;) {
@@ -1008,12 +1016,13 @@ avro_check(avro_schema_t s, const unsigned char **p, const unsigned char *end,
 				if (avro_check_varint(p, end, &bytes) == -1)
 					goto truncated;
 			}
-			/* Each item takes a byte, but for nulls: this bound
-			 * keeps Avro C from looping or allocating for long. */
-			if (items > end - *p + 1) {
-				*err = "block count larger than the message";
+			/* Keeps Avro C from looping or allocating for long. */
+			if (items > *budget) {
+				*err = "more than " DECODE_AVRO_MAX_ITEMS_S
+				    " array or map items";
 				return -1;
 			}
+			*budget -= items;
 			for (; items > 0; items--) {
 				if (avro_typeof(s) == AVRO_MAP && (avro_check_varint(
 				    p, end, &n) == -1 || n < 0 || n > end - *p))
@@ -1023,7 +1032,7 @@ avro_check(avro_schema_t s, const unsigned char **p, const unsigned char *end,
 				if (avro_check(avro_typeof(s) == AVRO_MAP ?
 				    avro_schema_map_values(s) :
 				    avro_schema_array_items(s), p, end,
-				    depth + 1, err) == -1)
+				    depth + 1, budget, err) == -1)
 					return -1;
 			}
 		}
@@ -1250,7 +1259,7 @@ plan_varint(const unsigned char **pp, const unsigned char *end, int maxb,
  */
 static int
 plan_skip(const struct avro_plan *p, uint32_t k, const unsigned char **pp,
-    const unsigned char *end)
+    const unsigned char *end, int64_t *budget)
 {
 	const struct plan_node	*nd = &p->nodes[k];
 	int64_t			 n = 0, items, bytes;
@@ -1287,10 +1296,12 @@ plan_skip(const struct avro_plan *p, uint32_t k, const unsigned char **pp,
 	case P_UNION:
 		if (PLAN_LONG(pp, end, &n) == -1 || n < 0 || n >= nd->n)
 			return -1;
-		return plan_skip(p, p->kids[nd->first + (uint32_t)n], pp, end);
+		return plan_skip(p, p->kids[nd->first + (uint32_t)n], pp, end,
+		    budget);
 	case P_RECORD:
 		for (i = 0; i < nd->n; i++)
-			if (plan_skip(p, p->kids[nd->first + i], pp, end) == -1)
+			if (plan_skip(p, p->kids[nd->first + i], pp, end,
+			    budget) == -1)
 				return -1;
 		return 0;
 	case P_ARRAY:
@@ -1306,15 +1317,17 @@ plan_skip(const struct avro_plan *p, uint32_t k, const unsigned char **pp,
 					return -1;
 				items = -items;
 			}
-			if (items > end - *pp + 1)
-				return -1;
+			if (items > *budget)
+				return -1;	/* avro_check() words it */
+			*budget -= items;
 			for (; items > 0; items--) {
 				if (nd->op == P_MAP && (PLAN_LONG(pp, end,
 				    &n) == -1 || n < 0 || n > end - *pp))
 					return -1;
 				if (nd->op == P_MAP)
 					*pp += n;
-				if (plan_skip(p, nd->first, pp, end) == -1)
+				if (plan_skip(p, nd->first, pp, end,
+				    budget) == -1)
 					return -1;
 			}
 		}
@@ -1686,6 +1699,7 @@ plan_fast_read(struct ingest_decoder *d, struct avro_setup *s,
 	char			*sp;
 	size_t			 i;
 	int			 w;
+	int64_t			 budget = DECODE_AVRO_MAX_ITEMS;
 
 	/* Strings take at most the datum's bytes plus a NUL each. */
 	if (d->scratchcap < (size_t)(end - q) + d->nnames + 1)
@@ -1694,7 +1708,7 @@ plan_fast_read(struct ingest_decoder *d, struct avro_setup *s,
 	sp = d->scratch;
 	for (i = 0; i < s->nfields; i++) {
 		if ((w = s->fwant[i]) < 0) {
-			if (plan_skip(p, p->field[i], &q, end) == -1)
+			if (plan_skip(p, p->field[i], &q, end, &budget) == -1)
 				return -1;
 			continue;
 		}
@@ -1728,6 +1742,7 @@ decode_avro(struct ingest_decoder *d, const unsigned char *p, size_t len,
 	int32_t			 id;
 	const unsigned char	*q;
 	const char		*why;
+	int64_t			 budget;
 	int			 rc;
 
 	if (len < 5)
@@ -1750,7 +1765,8 @@ decode_avro(struct ingest_decoder *d, const unsigned char *p, size_t len,
 
 	d->generic_reads++;
 	q = p + 5;
-	if (avro_check(s->writer, &q, p + len, 0, &why) == -1)
+	budget = DECODE_AVRO_MAX_ITEMS;
+	if (avro_check(s->writer, &q, p + len, 0, &budget, &why) == -1)
 		return decode_fail(d, INGEST_R_AVRO_DECODE, "%s", why);
 	if (q != p + len)
 		return decode_fail(d, INGEST_R_AVRO_DECODE, "%zu trailing "

@@ -678,6 +678,97 @@ test_avro_bad(void **state)
 	ingest_decoder_free(d);
 }
 
+/* Append v as an Avro long (zigzag varint). */
+static size_t
+put_long(unsigned char *b, int64_t v)
+{
+	uint64_t	z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+	size_t		n = 0;
+
+	while (z >= 0x80) {
+		b[n++] = (unsigned char)(z | 0x80);
+		z >>= 7;
+	}
+	b[n++] = (unsigned char)z;
+	return n;
+}
+
+/*
+ * Items that take no bytes (nulls) are not bounded by the message size:
+ * a few KB of nested arrays held millions, which Avro C's generic reader
+ * allocated one by one.  Every datum gets 2^20 items at most, on the
+ * direct and the generic path; small arrays of nulls are fine.
+ */
+static void
+test_avro_item_budget(void **state)
+{
+	static const char *const schemas[] = {
+		/* direct path: the field is skipped */
+		"{\"type\":\"record\",\"name\":\"r\",\"fields\":["
+		"{\"name\":\"user_id\",\"type\":\"long\"},"
+		"{\"name\":\"ts\",\"type\":\"long\"},"
+		"{\"name\":\"n\",\"type\":{\"type\":\"array\",\"items\":"
+		"{\"type\":\"array\",\"items\":\"null\"}}}]}",
+		/* generic path: a recursive schema gets no plan */
+		"{\"type\":\"record\",\"name\":\"r\",\"fields\":["
+		"{\"name\":\"user_id\",\"type\":\"long\"},"
+		"{\"name\":\"ts\",\"type\":\"long\"},"
+		"{\"name\":\"n\",\"type\":{\"type\":\"array\",\"items\":"
+		"{\"type\":\"array\",\"items\":\"null\"}}},"
+		"{\"name\":\"next\",\"type\":[\"null\",\"r\"]}]}",
+	};
+	static const char *const keys[] = { "user_id" };
+	static const char *const fields[] = { "ts" };
+	static unsigned char	 buf[16384];
+	struct ingest_decoder	*d;
+	struct ingest_event	 ev;
+	enum ingest_reason	 code;
+	char			 reason[256];
+
+	(void)state;
+	for (size_t s = 0; s < 2; s++) {
+		size_t	len;
+
+		d = decoder(INGEST_FORMAT_AVRO, keys, 1, fields, 0,
+		    schemas[s], NULL);
+		/* 10 nulls in one inner array: fine. */
+		len = 0;
+		buf[len++] = 0;
+		buf[len++] = 0, buf[len++] = 0, buf[len++] = 0, buf[len++] = 1;
+		len += put_long(buf + len, 7);
+		len += put_long(buf + len, 1);
+		len += put_long(buf + len, 1);	/* one inner array */
+		len += put_long(buf + len, 10);	/* of 10 nulls */
+		buf[len++] = 0;
+		buf[len++] = 0;
+		if (s == 1)
+			buf[len++] = 0;	/* next: null */
+		assert_int_equal(ingest_decode(d, buf, len, &ev, NULL, reason,
+		    sizeof reason), INGEST_OK);
+		assert_string_equal(ev.key, "7");
+
+		/* 2000 x 1000 nulls in 6 KB: refused. */
+		len = 5;
+		len += put_long(buf + len, 7);
+		len += put_long(buf + len, 1);
+		len += put_long(buf + len, 2000);
+		for (int i = 0; i < 2000; i++) {
+			len += put_long(buf + len, 1000);
+			buf[len++] = 0;
+		}
+		buf[len++] = 0;
+		if (s == 1)
+			buf[len++] = 0;
+		assert_true(len < sizeof buf);
+		assert_int_equal(ingest_decode(d, buf, len, &ev, &code, reason,
+		    sizeof reason), INGEST_BAD);
+		assert_int_equal(code, INGEST_R_AVRO_DECODE);
+		assert_string_equal(reason, "avro_decode: more than 1048576 "
+		    "array or map items");
+		ingest_decoder_free(d);
+	}
+}
+
 /* Avro strings that are not UTF-8 or hold NUL: refused, key or value. */
 static void
 test_avro_bad_text(void **state)
@@ -2091,6 +2182,7 @@ main(void)
 		cmocka_unit_test(test_avro_local_happy),
 		cmocka_unit_test(test_avro_timestamps),
 		cmocka_unit_test(test_avro_bad),
+		cmocka_unit_test(test_avro_item_budget),
 		cmocka_unit_test(test_avro_bad_text),
 		cmocka_unit_test(test_avro_garbage),
 		cmocka_unit_test(test_avro_direct_agrees),
