@@ -115,6 +115,9 @@ struct avro_wanted {
 	const json_t	*dflt;		/* index -1: the reader's default, or
 					   NULL when the field is nowhere */
 	int		 to_double;	/* the reader reads it as float/double */
+	const json_t	*symbols;	/* the reader's enum symbols, when
+					   they may differ from the writer's */
+	const char	*sym_default;	/* that enum's default, or NULL */
 };
 
 /* What it takes to read the datums of one writer schema. */
@@ -128,6 +131,7 @@ struct avro_setup {
 	avro_value_t		 value;
 	int			 have_value;
 	struct avro_wanted	*wanted;
+	size_t			 nenums;	/* wanted with symbols */
 	int64_t			 ts_scale;	/* 1, or 1000 for micros, ... */
 	/*
 	 * The direct reader (plan_fast_read): its plan, per writer field
@@ -1552,6 +1556,64 @@ schema_reads_double(const json_t *type)
 	    strcmp(t, "float") == 0);
 }
 
+/*
+ * The enum in a reader field type (itself or a union branch): its
+ * symbols, and its default in *dflt.  NULL when there is none.
+ */
+static const json_t *
+schema_enum_symbols(const json_t *type, const char **dflt)
+{
+	json_t	*b;
+	size_t	 i;
+
+	if (json_is_array(type)) {
+		json_array_foreach(type, i, b)
+			if (json_is_object(b) && (b = json_object_get(b,
+			    "symbols")) != NULL)
+				return schema_enum_symbols(json_array_get(type,
+				    i), dflt);
+		return NULL;
+	}
+	if (!json_is_object(type) || !json_is_string(json_object_get(type,
+	    "type")) || strcmp(json_string_value(json_object_get(type,
+	    "type")), "enum") != 0)
+		return NULL;
+	*dflt = json_string_value(json_object_get(type, "default"));
+	return json_object_get(type, "symbols");
+}
+
+/*
+ * Avro's enum resolution, which we do ourselves: a writer symbol the
+ * reader's enum lacks becomes that enum's default, or the datum cannot
+ * be read.  (Avro C hands back the writer's symbol.)
+ */
+static int
+avro_resolve_enums(struct ingest_decoder *d, const struct avro_setup *s)
+{
+	for (size_t i = 0; i < d->nnames && s->nenums > 0; i++) {
+		struct raw	*r = &d->raws[i];
+		const json_t	*sym;
+		size_t		 k;
+
+		if (s->wanted[i].symbols == NULL || r->kind != RAW_STRING)
+			continue;
+		json_array_foreach(s->wanted[i].symbols, k, sym)
+			if (json_string_length(sym) == r->len &&
+			    memcmp(json_string_value(sym), r->s, r->len) == 0)
+				break;
+		if (k < json_array_size(s->wanted[i].symbols))
+			continue;
+		if (s->wanted[i].sym_default == NULL)
+			return decode_fail(d, INGEST_R_SCHEMA_RESOLUTION,
+			    "field %s: symbol %.*s is not in the reader's enum "
+			    "and it has no default", d->names[i],
+			    (int)(r->len > 64 ? 64 : r->len), r->s);
+		r->s = s->wanted[i].sym_default;
+		r->len = strlen(r->s);
+	}
+	return INGEST_OK;
+}
+
 /* Whether Avro can read writer type w as reader type r. */
 static int
 schema_resolves(avro_schema_t w, avro_schema_t r)
@@ -1607,6 +1669,10 @@ avro_setup_new(struct ingest_decoder *d, int32_t id, const char *text)
 			continue;
 		s->wanted[i].to_double = schema_reads_double(json_object_get(rf,
 		    "type"));
+		if (d->reader_json != NULL && (s->wanted[i].symbols =
+		    schema_enum_symbols(json_object_get(rf, "type"),
+		    &s->wanted[i].sym_default)) != NULL)
+			s->nenums++;
 		if (i == d->nkeys)
 			s->ts_scale = schema_ts_scale(json_object_get(rf,
 			    "type"));
@@ -1761,7 +1827,7 @@ decode_avro(struct ingest_decoder *d, const unsigned char *p, size_t len,
 		return decode_fail_text(d, s->error);
 	if (s->plan != NULL && !d->generic_only &&
 	    plan_fast_read(d, s, p + 5, p + len) == 0)
-		return INGEST_OK;
+		return avro_resolve_enums(d, s);
 
 	d->generic_reads++;
 	q = p + 5;
@@ -1789,7 +1855,7 @@ decode_avro(struct ingest_decoder *d, const unsigned char *p, size_t len,
 		} else
 			json_to_raw(s->wanted[i].dflt, &d->raws[i]);
 	}
-	return INGEST_OK;
+	return avro_resolve_enums(d, s);
 }
 
 /* ==================================================================== */

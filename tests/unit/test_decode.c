@@ -1624,6 +1624,70 @@ test_avro_evolution(void **state)
 	fake_stop(f);
 }
 
+/*
+ * Enums resolve by symbol: reordered symbols read as themselves, and a
+ * writer symbol the reader lacks becomes the reader enum's default, or
+ * the message cannot be read (it was taken as the writer's symbol).
+ */
+static void
+test_avro_enum_resolution(void **state)
+{
+#define ENUM_READER(dflt)						\
+	"{\"type\":\"record\",\"name\":\"e\",\"fields\":["		\
+	"{\"name\":\"user_id\",\"type\":\"long\"},"			\
+	"{\"name\":\"ts\",\"type\":\"long\"},"				\
+	"{\"name\":\"kind\",\"type\":[\"null\",{\"type\":\"enum\","	\
+	"\"name\":\"k\",\"symbols\":[\"A\",\"B\"]" dflt "}]}]}"
+	static const char *const readers[] = {
+		ENUM_READER(",\"default\":\"A\""), ENUM_READER("")
+	};
+	static const char writer[] =
+	    "{\"type\":\"record\",\"name\":\"e\",\"fields\":["
+	    "{\"name\":\"user_id\",\"type\":\"long\"},"
+	    "{\"name\":\"ts\",\"type\":\"long\"},"
+	    "{\"name\":\"kind\",\"type\":[\"null\",{\"type\":\"enum\","
+	    "\"name\":\"k\",\"symbols\":[\"C\",\"B\",\"A\"]}]}]}";
+	static const char *const fields[] = { "kind" };
+	struct fake_registry	*f = fake_start();
+	struct ingest_registry	*reg = registry(f->port, 0);
+	struct ingest_decoder	*d;
+	struct ingest_event	 ev;
+	enum ingest_reason	 code;
+	unsigned char		 buf[128];
+	char			 reason[256];
+	size_t			 len;
+
+	(void)state;
+	f->schemas[3] = writer;
+	for (size_t r = 0; r < 2; r++) {
+		d = decoder(INGEST_FORMAT_AVRO, click_keys, 1, fields, 1,
+		    readers[r], reg);
+		len = encode(writer, 3, "{\"user_id\":1,\"ts\":2,\"kind\":"
+		    "\"B\"}", buf, sizeof buf);
+		assert_int_equal(ingest_decode(d, buf, len, &ev, NULL, reason,
+		    sizeof reason), INGEST_OK);
+		assert_string_value(&ev.values[0], "B");
+		len = encode(writer, 3, "{\"user_id\":1,\"ts\":2,\"kind\":"
+		    "\"C\"}", buf, sizeof buf);
+		if (r == 0) {
+			assert_int_equal(ingest_decode(d, buf, len, &ev, NULL,
+			    reason, sizeof reason), INGEST_OK);
+			assert_string_value(&ev.values[0], "A");
+		} else {
+			assert_int_equal(ingest_decode(d, buf, len, &ev, &code,
+			    reason, sizeof reason), INGEST_BAD);
+			assert_int_equal(code, INGEST_R_SCHEMA_RESOLUTION);
+			assert_string_equal(reason, "schema_resolution: field "
+			    "kind: symbol C is not in the reader's enum and it "
+			    "has no default");
+		}
+		ingest_decoder_free(d);
+	}
+	ingest_registry_free(reg);
+	fake_stop(f);
+#undef ENUM_READER
+}
+
 /* ==================================================================== */
 /*
  * The plan against the generic layer, datum by datum: a generator writes
@@ -2183,6 +2247,7 @@ main(void)
 		cmocka_unit_test(test_avro_timestamps),
 		cmocka_unit_test(test_avro_bad),
 		cmocka_unit_test(test_avro_item_budget),
+		cmocka_unit_test(test_avro_enum_resolution),
 		cmocka_unit_test(test_avro_bad_text),
 		cmocka_unit_test(test_avro_garbage),
 		cmocka_unit_test(test_avro_direct_agrees),
