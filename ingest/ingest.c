@@ -96,6 +96,7 @@ struct ingest_part {
 struct ingest_held {
 	struct store_held	 h;
 	size_t			 source;
+	int			 warned;	/* could not be decoded at release */
 };
 
 /*
@@ -303,16 +304,16 @@ dlq_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
  * must not move past it.
  */
 static int
-dead_letter(struct ingest *in, const rd_kafka_message_t *msg,
-    const char *source, const char *reason)
+dead_letter_raw(struct ingest *in, const char *topic, int32_t partition,
+    int64_t offset, const void *key, size_t keylen, const void *payload,
+    size_t len, const char *source, const char *reason)
 {
 	rd_kafka_headers_t	*hdrs = rd_kafka_headers_new(5);
 	char			 part[16], off[24];
 	rd_kafka_resp_err_t	 err;
-	const char		*topic = rd_kafka_topic_name(msg->rkt);
 
-	snprintf(part, sizeof part, "%d", (int)msg->partition);
-	snprintf(off, sizeof off, "%lld", (long long)msg->offset);
+	snprintf(part, sizeof part, "%d", (int)partition);
+	snprintf(off, sizeof off, "%lld", (long long)offset);
 	rd_kafka_header_add(hdrs, "reason", -1, reason, -1);
 	rd_kafka_header_add(hdrs, "source", -1, source, -1);
 	rd_kafka_header_add(hdrs, "topic", -1, topic, -1);
@@ -321,8 +322,8 @@ dead_letter(struct ingest *in, const rd_kafka_message_t *msg,
 	for (;;) {
 		err = rd_kafka_producev(in->dlq,
 		    RD_KAFKA_V_TOPIC(in->cfg->kafka.dead_letter_topic),
-		    RD_KAFKA_V_VALUE(msg->payload, msg->len),
-		    RD_KAFKA_V_KEY(msg->key, msg->key_len),
+		    RD_KAFKA_V_VALUE((void *)(uintptr_t)payload, len),
+		    RD_KAFKA_V_KEY(key, keylen),
 		    RD_KAFKA_V_HEADERS(hdrs),
 		    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
 		    RD_KAFKA_V_END);
@@ -341,6 +342,15 @@ dead_letter(struct ingest *in, const rd_kafka_message_t *msg,
 	}
 	rd_kafka_poll(in->dlq, 0);
 	return 0;
+}
+
+static int
+dead_letter(struct ingest *in, const rd_kafka_message_t *msg,
+    const char *source, const char *reason)
+{
+	return dead_letter_raw(in, rd_kafka_topic_name(msg->rkt),
+	    msg->partition, msg->offset, msg->key, msg->key_len, msg->payload,
+	    msg->len, source, reason);
 }
 
 /* ------------------------------------------------------------------ */
@@ -892,11 +902,42 @@ release_held(struct ingest *in, int64_t now)
 			in->held[j++] = *h;
 			continue;
 		}
-		count_result(&in->sources[h->source], r);
-		if (r == R_BAD)
-			log_warn("ingest", "held message %s/%d@%lld: %s",
+		/*
+		 * It decoded when it was held, and its offline copy was
+		 * made then.  What can change since is the writer schema
+		 * (the registry lost it, or serves it differently): keep it
+		 * held until it reads again, so that online and offline
+		 * agree; anything else is a dead letter (and an error: the
+		 * offline copy holds it).
+		 */
+		if (r == R_BAD && (strncmp(reason, "unknown_schema_id", 17) ==
+		    0 || strncmp(reason, "schema_resolution", 17) == 0)) {
+			if (!h->warned)
+				log_warn("ingest", "held message %s/%d@%lld "
+				    "cannot be read now (%s); it stays held "
+				    "until it can, as its offline copy was "
+				    "made when it was held", h->h.topic,
+				    (int)h->h.partition,
+				    (long long)h->h.offset, reason);
+			h->warned = 1;
+			in->held[j++] = *h;
+			continue;
+		}
+		if (r == R_BAD) {
+			if (dead_letter_raw(in, h->h.topic, h->h.partition,
+			    h->h.offset, h->h.key, h->h.keylen, h->h.payload,
+			    h->h.len, in->sources[h->source].src->name,
+			    reason) != 0) {
+				in->held[j++] = *h;	/* stopping: again */
+				continue;
+			}
+			log_error("ingest", "held message %s/%d@%lld went to "
+			    "the dead-letter topic at release (%s); its "
+			    "offline copy was made when it was held",
 			    h->h.topic, (int)h->h.partition,
 			    (long long)h->h.offset, reason);
+		}
+		count_result(&in->sources[h->source], r);
 		free(h->h.topic);
 		free(h->h.key);
 		free(h->h.payload);
