@@ -104,7 +104,7 @@ struct ingest_registry;
 
 struct ingest_registry_config {
 	const char	*url;		/* "http://host:8081[/prefix]" */
-	int		 timeout_ms;	/* connect and each read; 0: 5000 */
+	int		 timeout_ms;	/* a whole request; 0: 5000 */
 	int		 retries;	/* extra attempts on 5xx and connection
 					   errors; 0: 3, -1: none */
 	int		 backoff_ms;	/* first wait, doubled per retry; 0: 200 */
@@ -137,14 +137,24 @@ int			 ingest_registry_get(struct ingest_registry *reg,
 uint64_t		 ingest_registry_requests(struct ingest_registry *reg);
 
 /*
- * One blocking HTTP/1.1 GET of an http:// URL; the body (Content-Length,
- * chunked or until close) is returned in *body (NUL-terminated, caller
- * frees) with its length and the status code.  Returns 0, or -1 with err
- * when no complete response was read.  Exposed for tests.
+ * Make every wait of reg on the registry (and between retries) give up
+ * soon after *stop turns non-zero: the lookup returns INGEST_RETRY, and
+ * a stop does not wait on a registry that does not answer.
+ */
+void			 ingest_registry_set_stop(struct ingest_registry *reg,
+			    const _Atomic int *stop);
+
+/*
+ * One blocking HTTP/1.1 GET of an http:// URL, all of it (connect, send,
+ * every read) within timeout_ms, and given up when *stop (NULL: never)
+ * turns non-zero; the body (Content-Length, chunked or until close) is
+ * returned in *body (NUL-terminated, caller frees) with its length and
+ * the status code.  Returns 0, or -1 with err when no complete response
+ * was read.  Exposed for tests.
  */
 int			 ingest_http_get(const char *url, int timeout_ms,
-			    int *status, char **body, size_t *bodylen,
-			    char *err, size_t errlen);
+			    const _Atomic int *stop, int *status, char **body,
+			    size_t *bodylen, char *err, size_t errlen);
 
 /* ==================================================================== */
 /* Decoders. */

@@ -1860,6 +1860,7 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 		rc.url = cfg->kafka.schema_registry;
 		if ((in->reg = ingest_registry_new(&rc, err, errlen)) == NULL)
 			goto fail;
+		ingest_registry_set_stop(in->reg, &in->stopping);
 	}
 	if (setup_sources(in, err, errlen) != 0)
 		goto fail;

@@ -25,6 +25,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,7 @@ struct ingest_registry {
 	int			 retries;
 	int			 backoff_ms;
 	int			 negative_ttl_ms;
+	const _Atomic int	*stop;		/* NULL, or give up when set */
 
 	/* Guards entries and requests; never held across a request. */
 	pthread_mutex_t		 lock;
@@ -132,24 +134,49 @@ bad:
 	return -1;
 }
 
+#define REGISTRY_POLL_MS	100	/* how often a wait looks at stop */
+
 static int
-http_wait(int fd, short events, int timeout_ms)
+registry_stopping(const _Atomic int *stop)
+{
+	return stop != NULL && atomic_load(stop);
+}
+
+/*
+ * Wait for events on fd until deadline (ms, util_now_ms()), looking at
+ * *stop every REGISTRY_POLL_MS.  0, or -1 with errno ETIMEDOUT (the
+ * deadline of the whole request: a reply sent a byte at a time must not
+ * hold the consumer) or ECANCELED.
+ */
+static int
+http_wait(int fd, short events, int64_t deadline, const _Atomic int *stop)
 {
 	struct pollfd	pfd = { .fd = fd, .events = events };
+	int64_t		left;
 	int		rc;
 
-	do
-		rc = poll(&pfd, 1, timeout_ms);
-	while (rc == -1 && errno == EINTR);
-	if (rc == 0)
-		errno = ETIMEDOUT;
-	return rc > 0 ? 0 : -1;
+	for (;;) {
+		if (registry_stopping(stop)) {
+			errno = ECANCELED;
+			return -1;
+		}
+		if ((left = deadline - util_now_ms()) <= 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		rc = poll(&pfd, 1, left < REGISTRY_POLL_MS ? (int)left :
+		    REGISTRY_POLL_MS);
+		if (rc > 0)
+			return 0;
+		if (rc == -1 && errno != EINTR)
+			return -1;
+	}
 }
 
 /* Connect to the first address of host:port that answers. */
 static int
-http_connect(const struct http_url *u, int timeout_ms, char *err,
-    size_t errlen)
+http_connect(const struct http_url *u, int64_t deadline,
+    const _Atomic int *stop, char *err, size_t errlen)
 {
 	struct addrinfo	 hints, *res = NULL, *ai;
 	int		 fd = -1, rc, soerr = 0;
@@ -170,8 +197,8 @@ http_connect(const struct http_url *u, int timeout_ms, char *err,
 			continue;
 		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
 			break;
-		if (errno == EINPROGRESS && http_wait(fd, POLLOUT,
-		    timeout_ms) == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR,
+		if (errno == EINPROGRESS && http_wait(fd, POLLOUT, deadline,
+		    stop) == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR,
 		    &soerr, &sl) == 0) {
 			if (soerr == 0)
 				break;
@@ -231,9 +258,10 @@ http_dechunk(const char *buf, size_t len, char *out, size_t *outlen)
 }
 
 int
-ingest_http_get(const char *url, int timeout_ms, int *status, char **body,
-    size_t *bodylen, char *err, size_t errlen)
+ingest_http_get(const char *url, int timeout_ms, const _Atomic int *stop,
+    int *status, char **body, size_t *bodylen, char *err, size_t errlen)
 {
+	int64_t		 deadline = util_now_ms() + timeout_ms;
 	struct http_url	 u;
 	char		*req = NULL, *buf = NULL, *hdrend = NULL, *p;
 	size_t		 len = 0, cap = 0, sent = 0, reqlen, hdrlen = 0;
@@ -244,7 +272,7 @@ ingest_http_get(const char *url, int timeout_ms, int *status, char **body,
 	*bodylen = 0;
 	if (http_url_parse(url, &u, err, errlen) == -1)
 		return -1;
-	if ((fd = http_connect(&u, timeout_ms, err, errlen)) == -1)
+	if ((fd = http_connect(&u, deadline, stop, err, errlen)) == -1)
 		return -1;
 	reqlen = (size_t)xasprintf(&req, "GET %s HTTP/1.1\r\nHost: %s:%s\r\n"
 	    "Accept: application/vnd.schemaregistry.v1+json, "
@@ -259,7 +287,7 @@ ingest_http_get(const char *url, int timeout_ms, int *status, char **body,
 			continue;
 		}
 		if (n == -1 && (errno == EAGAIN || errno == EINTR) &&
-		    http_wait(fd, POLLOUT, timeout_ms) == 0)
+		    http_wait(fd, POLLOUT, deadline, stop) == 0)
 			continue;
 		snprintf(err, errlen, "send to %s:%s: %s", u.host, u.port,
 		    strerror(errno));
@@ -317,7 +345,7 @@ ingest_http_get(const char *url, int timeout_ms, int *status, char **body,
 		n = recv(fd, buf + len, cap - len - 1, 0);
 		if (n == -1) {
 			if ((errno == EAGAIN || errno == EINTR) &&
-			    http_wait(fd, POLLIN, timeout_ms) == 0)
+			    http_wait(fd, POLLIN, deadline, stop) == 0)
 				continue;
 			snprintf(err, errlen, "read from %s:%s: %s", u.host,
 			    u.port, strerror(errno));
@@ -467,13 +495,26 @@ registry_store(struct ingest_registry *reg, int32_t id, char *schema)
 	return ret;
 }
 
+/* Sleep ms, or less when *stop turns non-zero. */
 static void
-registry_sleep_ms(int ms)
+registry_sleep_ms(int ms, const _Atomic int *stop)
 {
-	struct timespec	ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+	while (ms > 0 && !registry_stopping(stop)) {
+		int		step = ms < REGISTRY_POLL_MS ? ms :
+				    REGISTRY_POLL_MS;
+		struct timespec	ts = { 0, (long)step * 1000000L };
 
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
+		while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+			;
+		ms -= step;
+	}
+}
+
+void
+ingest_registry_set_stop(struct ingest_registry *reg,
+    const _Atomic int *stop)
+{
+	reg->stop = stop;
 }
 
 /*
@@ -535,9 +576,10 @@ ingest_registry_get(struct ingest_registry *reg, int32_t id,
 	pthread_mutex_unlock(&reg->lock);
 
 	xasprintf(&url, "%s/schemas/ids/%" PRId32, reg->base, id);
-	for (attempt = 0; attempt <= reg->retries; attempt++) {
+	for (attempt = 0; attempt <= reg->retries &&
+	    !registry_stopping(reg->stop); attempt++) {
 		if (attempt > 0) {
-			registry_sleep_ms(backoff);
+			registry_sleep_ms(backoff, reg->stop);
 			backoff = backoff * 2 > REGISTRY_MAX_BACKOFF_MS ?
 			    REGISTRY_MAX_BACKOFF_MS : backoff * 2;
 		}
@@ -546,8 +588,8 @@ ingest_registry_get(struct ingest_registry *reg, int32_t id,
 		pthread_mutex_unlock(&reg->lock);
 		free(body);
 		body = NULL;
-		if (ingest_http_get(url, reg->timeout_ms, &status, &body,
-		    &bodylen, herr, sizeof herr) == -1) {
+		if (ingest_http_get(url, reg->timeout_ms, reg->stop, &status,
+		    &body, &bodylen, herr, sizeof herr) == -1) {
 			snprintf(err, errlen, "registry_unavailable: %s", herr);
 			continue;
 		}

@@ -33,6 +33,7 @@
 #include <event2/http.h>
 #include <event2/thread.h>
 
+#include "common/util.h"
 #include "common/xmalloc.h"
 #include "ingest/ingest-internal.h"
 
@@ -1454,6 +1455,76 @@ test_registry_down(void **state)
 	ingest_registry_free(reg);
 }
 
+/* A registry that answers one byte every 100 ms, on a thread. */
+struct trickle {
+	int		 lfd, port;
+	pthread_t	 t;
+};
+
+static void *
+trickle_main(void *arg)
+{
+	struct trickle	*tr = arg;
+	const char	*reply = "HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n";
+	int		 fd = accept(tr->lfd, NULL, NULL);
+
+	for (const char *p = reply; fd >= 0 && *p != '\0'; p++) {
+		if (send(fd, p, 1, MSG_NOSIGNAL) != 1)
+			break;
+		usleep(100000);
+	}
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+static void
+trickle_start(struct trickle *tr)
+{
+	struct sockaddr_in	sin = { .sin_family = AF_INET };
+	socklen_t		sl = sizeof sin;
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true((tr->lfd = socket(AF_INET, SOCK_STREAM, 0)) >= 0);
+	assert_int_equal(bind(tr->lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+	assert_int_equal(listen(tr->lfd, 4), 0);
+	assert_int_equal(getsockname(tr->lfd, (struct sockaddr *)&sin, &sl), 0);
+	tr->port = ntohs(sin.sin_port);
+	assert_int_equal(pthread_create(&tr->t, NULL, trickle_main, tr), 0);
+}
+
+/*
+ * The timeout is the whole request's: a reply sent a byte at a time held
+ * the consumer (every source) for minutes when each read had its own.
+ * And a stop gives up at once.
+ */
+static void
+test_registry_trickle(void **state)
+{
+	struct trickle	 tr;
+	char		 url[64], err[256], *body = NULL;
+	size_t		 blen;
+	int		 status;
+	_Atomic int	 stop = 1;
+	uint64_t	 t0;
+
+	(void)state;
+	trickle_start(&tr);
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/schemas/ids/1", tr.port);
+	t0 = util_mono_ns();
+	assert_int_equal(ingest_http_get(url, 500, NULL, &status, &body, &blen,
+	    err, sizeof err), -1);
+	assert_true(util_mono_ns() - t0 < 1500000000ull);
+	assert_non_null(strstr(err, "timed out"));
+	assert_null(body);
+	t0 = util_mono_ns();
+	assert_int_equal(ingest_http_get(url, 5000, &stop, &status, &body,
+	    &blen, err, sizeof err), -1);
+	assert_true(util_mono_ns() - t0 < 500000000ull);
+	pthread_join(tr.t, NULL);
+	close(tr.lfd);
+}
+
 static void
 test_registry_config_errors(void **state)
 {
@@ -2248,6 +2319,7 @@ main(void)
 		cmocka_unit_test(test_avro_bad),
 		cmocka_unit_test(test_avro_item_budget),
 		cmocka_unit_test(test_avro_enum_resolution),
+		cmocka_unit_test(test_registry_trickle),
 		cmocka_unit_test(test_avro_bad_text),
 		cmocka_unit_test(test_avro_garbage),
 		cmocka_unit_test(test_avro_direct_agrees),
