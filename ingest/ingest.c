@@ -43,6 +43,8 @@
 #define INGEST_FUTURE_DLQ_MS	(60 * 60 * 1000)	/* beyond: dead-letter */
 #define INGEST_EVICT_MS		(60 * 1000)
 #define INGEST_KEYMAX		STORE_KEYMAX
+#define INGEST_RETRY_MIN_MS	1000	/* a partition waiting for its schema */
+#define INGEST_RETRY_MAX_MS	30000
 #define INGEST_QUEUED_MIN	"1000000"	/* see ingest_new() */
 #define INGEST_FETCH_WAIT	"100"		/* fetch.wait.max.ms, ditto */
 #define INGEST_SHARD_BATCH	512	/* events per batch to a shard thread */
@@ -90,6 +92,13 @@ struct ingest_part {
 	_Atomic int64_t	 lag;		/* messages behind the head, -1 unknown */
 	_Atomic int64_t	 eof_at_ms;	/* last time we were at the head */
 	int		 assigned;
+	/*
+	 * Paused until resume_at after a message that must be read again
+	 * (its writer schema could not be fetched); retry_ms doubles per
+	 * failure and is 0 after a success.
+	 */
+	int		 paused;
+	int64_t		 resume_at, retry_ms;
 };
 
 /* A message held until its timestamp is due (future events). */
@@ -174,6 +183,7 @@ struct ingest {
 	pthread_mutex_t		 part_lock;
 	struct ingest_part	*parts;
 	size_t			 nparts, partcap;
+	size_t			 npaused;	/* parts paused (retry_later) */
 	_Atomic int		 assigned_once;
 	/*
 	 * Consumer thread only: the partition and source of the last
@@ -1001,7 +1011,67 @@ handle_message(struct ingest *in, rd_kafka_message_t *msg, int64_t now)
 		hold_message(in, si, msg, ts - in->sources[si].max_future_ms);
 	count_result(&in->sources[si], r);
 	p->next = msg->offset + 1;
+	p->retry_ms = 0;
 	return 0;
+}
+
+/*
+ * msg must be read again later (the registry did not give its writer
+ * schema, or a dead letter could not be queued): its partition goes back
+ * to it and pauses, for 1 s, then 2, 4, ... 30 s while it keeps failing.
+ * The other partitions go on: a source's registry trouble must not stop
+ * the sources that need none.
+ */
+static void
+retry_later(struct ingest *in, const rd_kafka_message_t *msg, int64_t now)
+{
+	struct ingest_part		*p = part_get(in,
+					    rd_kafka_topic_name(msg->rkt),
+					    msg->partition);
+	rd_kafka_topic_partition_list_t	*l;
+	rd_kafka_error_t		*e;
+
+	l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(msg->rkt),
+	    msg->partition)->offset = msg->offset;
+	rd_kafka_pause_partitions(in->rk, l);
+	if ((e = rd_kafka_seek_partitions(in->rk, l, 5000)) != NULL) {
+		log_warn("ingest", "seek %s [%d]: %s",
+		    rd_kafka_topic_name(msg->rkt), (int)msg->partition,
+		    rd_kafka_error_string(e));
+		rd_kafka_error_destroy(e);
+	}
+	rd_kafka_topic_partition_list_destroy(l);
+	p->retry_ms = p->retry_ms == 0 ? INGEST_RETRY_MIN_MS :
+	    p->retry_ms * 2 > INGEST_RETRY_MAX_MS ? INGEST_RETRY_MAX_MS :
+	    p->retry_ms * 2;
+	p->resume_at = now + p->retry_ms;
+	if (!p->paused)
+		in->npaused++;
+	p->paused = 1;
+}
+
+/* Resume the paused partitions whose time has come. */
+static void
+resume_due(struct ingest *in, int64_t now)
+{
+	rd_kafka_topic_partition_list_t	*l = NULL;
+
+	for (size_t i = 0; i < in->nparts && in->npaused > 0; i++) {
+		struct ingest_part *p = &in->parts[i];
+
+		if (!p->paused || p->resume_at > now)
+			continue;
+		if (l == NULL)
+			l = rd_kafka_topic_partition_list_new(4);
+		rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+		p->paused = 0;
+		in->npaused--;
+	}
+	if (l != NULL) {
+		rd_kafka_resume_partitions(in->rk, l);
+		rd_kafka_topic_partition_list_destroy(l);
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -1212,6 +1282,10 @@ on_assign(struct ingest *in, rd_kafka_topic_partition_list_t *parts,
 		pthread_mutex_lock(&in->part_lock);	/* read by /readyz */
 		p->assigned = 1;
 		pthread_mutex_unlock(&in->part_lock);
+		if (p->paused) {	/* revoked while paused */
+			p->paused = 0;
+			in->npaused--;
+		}
 		atomic_store(&p->eof_at_ms, 0);
 		log_info("ingest", "assigned %s [%d] at %s%lld", tp->topic,
 		    (int)tp->partition, tp->offset < 0 ?
@@ -1227,6 +1301,8 @@ on_assign(struct ingest *in, rd_kafka_topic_partition_list_t *parts,
 		rd_kafka_error_destroy(e);
 	} else if (err)
 		log_error("ingest", "assign: %s", rd_kafka_err2str(err));
+	/* A partition paused before a revoke may keep librdkafka's flag. */
+	rd_kafka_resume_partitions(in->rk, parts);
 	atomic_store(&in->assigned_once, 1);
 }
 
@@ -1244,6 +1320,10 @@ on_revoke(struct ingest *in, rd_kafka_topic_partition_list_t *parts,
 			pthread_mutex_lock(&in->part_lock);
 			p->assigned = 0;
 			pthread_mutex_unlock(&in->part_lock);
+			if (p->paused) {
+				p->paused = 0;
+				in->npaused--;
+			}
 		}
 	}
 	if (incremental) {
@@ -1498,6 +1578,8 @@ consumer_main(void *arg)
 		for (ssize_t i = 0; i < n; i++) {
 			rd_kafka_message_t *msg = msgs[i];
 
+			if (msg == NULL)	/* dropped by retry_later() */
+				continue;
 			if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
 				struct ingest_part *p = part_get(in,
 				    rd_kafka_topic_name(msg->rkt),
@@ -1513,42 +1595,23 @@ consumer_main(void *arg)
 				    rd_kafka_message_errstr(msg));
 			} else if (handle_message(in, msg, now) != 0) {
 				/*
-				 * Registry down: read this message again, and
-				 * the rest of the batch, which is dropped: every
-				 * partition in it goes back to its first dropped
-				 * message, or those would never be applied while
-				 * later ones moved the partition's offset past
-				 * them.
+				 * Read again after a pause, with the rest of its
+				 * partition's messages in this batch (applying
+				 * those would move the offset past it).
 				 */
-				rd_kafka_topic_partition_list_t *l =
-				    rd_kafka_topic_partition_list_new(4);
-
-				for (ssize_t j = i; j < n; j++) {
-					const char *t;
-
-					if (msgs[j]->err)
-						continue;
-					t = rd_kafka_topic_name(msgs[j]->rkt);
-					if (rd_kafka_topic_partition_list_find(l,
-					    t, msgs[j]->partition) == NULL)
-						rd_kafka_topic_partition_list_add(
-						    l, t, msgs[j]->partition)->offset =
-						    msgs[j]->offset;
-				}
-				rd_kafka_error_t *e =
-				    rd_kafka_seek_partitions(in->rk, l, 5000);
-				if (e != NULL)
-					rd_kafka_error_destroy(e);
-				rd_kafka_topic_partition_list_destroy(l);
-				for (ssize_t j = i; j < n; j++)
-					rd_kafka_message_destroy(msgs[j]);
-				n = 0;
-				struct timespec ts = { 1, 0 };
-				nanosleep(&ts, NULL);
-				break;
+				retry_later(in, msg, now);
+				for (ssize_t j = i + 1; j < n; j++)
+					if (msgs[j] != NULL && msgs[j]->rkt ==
+					    msg->rkt && msgs[j]->partition ==
+					    msg->partition) {
+						rd_kafka_message_destroy(msgs[j]);
+						msgs[j] = NULL;
+					}
 			}
 			rd_kafka_message_destroy(msg);
 		}
+		if (in->npaused > 0)
+			resume_due(in, now);
 		if (in->nheld > 0)
 			release_held(in, now);
 		if (now - in->last_lag_ms >= INGEST_LAG_MS) {
@@ -1858,6 +1921,12 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 
 		memset(&rc, 0, sizeof rc);
 		rc.url = cfg->kafka.schema_registry;
+		/*
+		 * No retries inside a fetch: it runs on the consumer thread,
+		 * and a partition whose schema cannot be fetched pauses and
+		 * tries again later (retry_later) while the others go on.
+		 */
+		rc.retries = -1;
 		if ((in->reg = ingest_registry_new(&rc, err, errlen)) == NULL)
 			goto fail;
 		ingest_registry_set_stop(in->reg, &in->stopping);

@@ -39,11 +39,16 @@
 
 #define REGISTRY_MAX_RESPONSE	(16 * 1024 * 1024)
 #define REGISTRY_MAX_BACKOFF_MS	5000
+#define REGISTRY_FAIL_TTL_MS	1000	/* a failed fetch is not retried sooner, */
+#define REGISTRY_FAIL_TTL_MAX_MS 30000	/* doubling while it fails */
 
 struct registry_entry {
 	int32_t		 id;
-	char		*schema;	/* NULL: a remembered 404 */
-	int64_t		 until_ms;	/* 404s only: forget after this */
+	char		*schema;	/* NULL: a remembered 404 or failure */
+	char		*fail;		/* a failure's message: ask again
+					   after until_ms (NULL: a 404) */
+	int		 fail_ms;	/* that wait; doubles per failure */
+	int64_t		 until_ms;	/* no schema: forget after this */
 };
 
 struct ingest_registry {
@@ -426,8 +431,10 @@ ingest_registry_free(struct ingest_registry *reg)
 {
 	if (reg == NULL)
 		return;
-	for (size_t i = 0; i < reg->nentries; i++)
+	for (size_t i = 0; i < reg->nentries; i++) {
 		free(reg->entries[i].schema);
+		free(reg->entries[i].fail);
+	}
 	free(reg->entries);
 	pthread_mutex_destroy(&reg->lock);
 	free(reg->base);
@@ -471,8 +478,10 @@ registry_store(struct ingest_registry *reg, int32_t id, char *schema)
 
 		for (i = 0; i < reg->nentries; i++) {
 			if (reg->entries[i].schema == NULL &&
-			    reg->entries[i].until_ms <= now)
+			    reg->entries[i].until_ms <= now) {
+				free(reg->entries[i].fail);
 				continue;
+			}
 			reg->entries[n++] = reg->entries[i];
 		}
 		reg->nentries = n;
@@ -483,16 +492,51 @@ registry_store(struct ingest_registry *reg, int32_t id, char *schema)
 		e = &reg->entries[reg->nentries++];
 		e->id = id;
 		e->schema = NULL;
+		e->fail = NULL;
 	}
 	if (e->schema == NULL) {
 		e->schema = schema;
 		schema = NULL;
 	}
+	free(e->fail);
+	e->fail = NULL;
+	e->fail_ms = 0;
 	e->until_ms = util_now_ms() + reg->negative_ttl_ms;
 	ret = e->schema;
 	pthread_mutex_unlock(&reg->lock);
 	free(schema);	/* another thread stored it first */
 	return ret;
+}
+
+/*
+ * Remember that fetching id failed (why), for REGISTRY_FAIL_TTL_MS: the
+ * partitions waiting for the same schema ask once, not each of them.
+ */
+static void
+registry_store_failure(struct ingest_registry *reg, int32_t id,
+    const char *why)
+{
+	struct registry_entry	*e;
+
+	pthread_mutex_lock(&reg->lock);
+	if ((e = registry_find(reg, id)) == NULL) {
+		reg->entries = xgrow(reg->entries, &reg->centries,
+		    reg->nentries + 1, sizeof *reg->entries);
+		e = &reg->entries[reg->nentries++];
+		e->id = id;
+		e->schema = NULL;
+		e->fail = NULL;
+		e->fail_ms = 0;
+	}
+	if (e->schema == NULL) {
+		free(e->fail);
+		e->fail = xstrdup(why);
+		e->fail_ms = e->fail_ms == 0 ? REGISTRY_FAIL_TTL_MS :
+		    e->fail_ms * 2 > REGISTRY_FAIL_TTL_MAX_MS ?
+		    REGISTRY_FAIL_TTL_MAX_MS : e->fail_ms * 2;
+		e->until_ms = util_now_ms() + e->fail_ms;
+	}
+	pthread_mutex_unlock(&reg->lock);
 }
 
 /* Sleep ms, or less when *stop turns non-zero. */
@@ -567,6 +611,11 @@ ingest_registry_get(struct ingest_registry *reg, int32_t id,
 	e = registry_find(reg, id);
 	if (e != NULL && (e->schema != NULL || e->until_ms > util_now_ms())) {
 		*schema = e->schema;
+		if (*schema == NULL && e->fail != NULL) {
+			snprintf(err, errlen, "%s", e->fail);
+			pthread_mutex_unlock(&reg->lock);
+			return INGEST_RETRY;
+		}
 		pthread_mutex_unlock(&reg->lock);
 		if (*schema != NULL)
 			return INGEST_OK;
@@ -614,8 +663,10 @@ ingest_registry_get(struct ingest_registry *reg, int32_t id,
 			rc = INGEST_BAD;
 		break;
 	}
-	if (rc == INGEST_RETRY)
+	if (rc == INGEST_RETRY) {
 		log_warn("ingest", "schema id %" PRId32 ": %s", id, err);
+		registry_store_failure(reg, id, err);
+	}
 	free(body);
 	free(url);
 	return rc;

@@ -1448,7 +1448,15 @@ test_registry_down(void **state)
 	    "127.0.0.1:", 43) == 0);
 	assert_non_null(strstr(reason, ": Connection refused"));
 	assert_int_equal(ingest_registry_requests(reg), 3);
-	/* Not cached: the next attempt asks again. */
+	/*
+	 * For a second the failure is remembered (every partition waiting
+	 * for the schema asks once, not each); then it asks again.
+	 */
+	assert_int_equal(ingest_decode(d, buf, len, &ev, &code, reason,
+	    sizeof reason), INGEST_RETRY);
+	assert_non_null(strstr(reason, ": Connection refused"));
+	assert_int_equal(ingest_registry_requests(reg), 3);
+	usleep(1100000);
 	assert_int_equal(ingest_decode(d, buf, len, &ev, &code, reason,
 	    sizeof reason), INGEST_RETRY);
 	assert_int_equal(ingest_registry_requests(reg), 6);
