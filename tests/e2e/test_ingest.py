@@ -569,4 +569,54 @@ def registry_down_pauses_only_its_partitions():
         reg.close()
 
 
+HELD_CLICKS = View("soon_clicks", "user", "user_id", "clicks", [("1h", "1m")],
+                   [Feature("clicks", "count")], ttl="1d", max_future="1s")
+
+
+@test
+def a_held_event_waits_for_its_schema():
+    """A held (future) Avro event is read again when it is released.  If
+    the registry has lost its schema by then, it stays held (its offline
+    copy was made when it was held) instead of being dropped, and it is
+    applied once the schema is back."""
+    need_clients()
+    now = int(time.time() * 1000)
+    reg = FakeRegistry({42: click_schema()})
+    reg.status = 200
+    try:
+        s = stack([HELD_CLICKS], sources=(CLICKS_SOURCE,))
+        d = s.daemon(kafka={"bootstrap": s.bootstrap, "group": "mlopsd",
+                            "dead_letter_topic": "mlopsd.dead-letter",
+                            "properties": s.properties,
+                            "schema_registry": reg.url})
+        enc = ev.AvroEncoder(click_schema(), schema_id=42)
+        ts = now + 12 * SECOND
+        rec = {"user_id": 5, "ts": ts, "page": "/later", "price": 1.0}
+        s.produce("clicks", [ev.Message(5, enc.encode(rec))])
+        c = ev.wait_counted(d, "clicks", 1)
+        assert c["future"] == 1, c
+        assert d.stop(signal.SIGTERM) == 0, d.log()
+        reg.status = 404	# the registry lost every schema
+
+        def lookup():
+            r = d.get("/v1/features/soon_clicks/5")
+            assert r.status == 200, r
+            return r.json()["features"]["clicks_1h"]["status"]
+        ev.restart(d, ready=False)
+        d.wait_log(r"held message clicks/\d+@\d+ cannot be read now "
+                   r"\(unknown_schema_id: 42\); it stays held", timeout=40)
+        assert lookup() == "NOT_FOUND"
+        assert "dead-letter topic at release" not in d.log()
+        assert ev.ingest_counts(d, "clicks")["bad"] == 0
+        # The schema is back (a fresh start asks the registry again).
+        reg.status = 200
+        assert d.stop(signal.SIGTERM) == 0, d.log()
+        ev.restart(d, ready=False)
+        wait_until(lambda: lookup() == "PRESENT", timeout=30,
+                   what="the held click applied")
+        d.stop()
+    finally:
+        reg.close()
+
+
 run()
