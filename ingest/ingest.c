@@ -2010,6 +2010,8 @@ ingest_new(const struct config *cfg, struct store *store, struct metrics *m,
 					continue;
 				in->held = xgrow(in->held, &in->heldcap,
 				    in->nheld + 1, sizeof *in->held);
+				memset(&in->held[in->nheld], 0,
+				    sizeof in->held[in->nheld]);
 				in->held[in->nheld].source = si;
 				in->held[in->nheld++].h = h[i];
 				memset(&h[i], 0, sizeof h[i]);

@@ -584,18 +584,23 @@ def a_held_event_waits_for_its_schema():
     reg = FakeRegistry({42: click_schema()})
     reg.status = 200
     try:
-        s = stack([HELD_CLICKS], sources=(CLICKS_SOURCE,))
+        # A short session: the restarts get their partitions at once.
+        s = stack([HELD_CLICKS], sources=(CLICKS_SOURCE,),
+                  properties={"session.timeout.ms": "6000",
+                              "heartbeat.interval.ms": "500"})
         d = s.daemon(kafka={"bootstrap": s.bootstrap, "group": "mlopsd",
                             "dead_letter_topic": "mlopsd.dead-letter",
                             "properties": s.properties,
                             "schema_registry": reg.url})
         enc = ev.AvroEncoder(click_schema(), schema_id=42)
-        ts = now + 12 * SECOND
+        ts = now + 30 * SECOND	# held past a stop and a restart
         rec = {"user_id": 5, "ts": ts, "page": "/later", "price": 1.0}
         s.produce("clicks", [ev.Message(5, enc.encode(rec))])
         c = ev.wait_counted(d, "clicks", 1)
         assert c["future"] == 1, c
         assert d.stop(signal.SIGTERM) == 0, d.log()
+        assert int(time.time() * 1000) < ts - 5 * SECOND, \
+            "too slow to restart with the event still held"
         reg.status = 404	# the registry lost every schema
 
         def lookup():
@@ -604,7 +609,7 @@ def a_held_event_waits_for_its_schema():
             return r.json()["features"]["clicks_1h"]["status"]
         ev.restart(d, ready=False)
         d.wait_log(r"held message clicks/\d+@\d+ cannot be read now "
-                   r"\(unknown_schema_id: 42\); it stays held", timeout=40)
+                   r"\(unknown_schema_id: 42\); it stays held", timeout=60)
         assert lookup() == "NOT_FOUND"
         assert "dead-letter topic at release" not in d.log()
         assert ev.ingest_counts(d, "clicks")["bad"] == 0
