@@ -20,6 +20,14 @@ util_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t
+util_backoff_next(int64_t cur, int64_t first, int64_t max)
+{
+	if (cur <= 0)
+		return first;
+	return cur > max / 2 ? max : cur * 2;
+}
+
 uint64_t
 util_mono_ns(void)
 {

@@ -12,6 +12,9 @@
 int64_t		 util_now_ms(void);
 uint64_t	 util_mono_ns(void);
 
+/* The next wait of a doubling backoff: first after 0, then twice cur, at most max. */
+int64_t		 util_backoff_next(int64_t cur, int64_t first, int64_t max);
+
 /*
  * Parse a duration "500ms", "10s", "5m", "1h", "7d", "2w" (one number and
  * one unit; a bare number is an error) into milliseconds.  Returns 0, or -1

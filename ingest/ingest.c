@@ -1042,9 +1042,8 @@ retry_later(struct ingest *in, const rd_kafka_message_t *msg, int64_t now)
 		rd_kafka_error_destroy(e);
 	}
 	rd_kafka_topic_partition_list_destroy(l);
-	p->retry_ms = p->retry_ms == 0 ? INGEST_RETRY_MIN_MS :
-	    p->retry_ms * 2 > INGEST_RETRY_MAX_MS ? INGEST_RETRY_MAX_MS :
-	    p->retry_ms * 2;
+	p->retry_ms = util_backoff_next(p->retry_ms, INGEST_RETRY_MIN_MS,
+	    INGEST_RETRY_MAX_MS);
 	p->resume_at = now + p->retry_ms;
 	if (!p->paused)
 		in->npaused++;

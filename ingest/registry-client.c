@@ -462,6 +462,22 @@ registry_find(struct ingest_registry *reg, int32_t id)
 	return NULL;
 }
 
+/* id's entry, a new empty one if there is none.  Called with the lock held. */
+static struct registry_entry *
+registry_entry(struct ingest_registry *reg, int32_t id)
+{
+	struct registry_entry	*e;
+
+	if ((e = registry_find(reg, id)) != NULL)
+		return e;
+	reg->entries = xgrow(reg->entries, &reg->centries, reg->nentries + 1,
+	    sizeof *reg->entries);
+	e = &reg->entries[reg->nentries++];
+	memset(e, 0, sizeof *e);
+	e->id = id;
+	return e;
+}
+
 /* Remember schema (taken) or a 404 (schema NULL) for id. */
 static const char *
 registry_store(struct ingest_registry *reg, int32_t id, char *schema)
@@ -486,14 +502,7 @@ registry_store(struct ingest_registry *reg, int32_t id, char *schema)
 		}
 		reg->nentries = n;
 	}
-	if ((e = registry_find(reg, id)) == NULL) {
-		reg->entries = xgrow(reg->entries, &reg->centries,
-		    reg->nentries + 1, sizeof *reg->entries);
-		e = &reg->entries[reg->nentries++];
-		e->id = id;
-		e->schema = NULL;
-		e->fail = NULL;
-	}
+	e = registry_entry(reg, id);
 	if (e->schema == NULL) {
 		e->schema = schema;
 		schema = NULL;
@@ -519,21 +528,12 @@ registry_store_failure(struct ingest_registry *reg, int32_t id,
 	struct registry_entry	*e;
 
 	pthread_mutex_lock(&reg->lock);
-	if ((e = registry_find(reg, id)) == NULL) {
-		reg->entries = xgrow(reg->entries, &reg->centries,
-		    reg->nentries + 1, sizeof *reg->entries);
-		e = &reg->entries[reg->nentries++];
-		e->id = id;
-		e->schema = NULL;
-		e->fail = NULL;
-		e->fail_ms = 0;
-	}
+	e = registry_entry(reg, id);
 	if (e->schema == NULL) {
 		free(e->fail);
 		e->fail = xstrdup(why);
-		e->fail_ms = e->fail_ms == 0 ? REGISTRY_FAIL_TTL_MS :
-		    e->fail_ms * 2 > REGISTRY_FAIL_TTL_MAX_MS ?
-		    REGISTRY_FAIL_TTL_MAX_MS : e->fail_ms * 2;
+		e->fail_ms = (int)util_backoff_next(e->fail_ms,
+		    REGISTRY_FAIL_TTL_MS, REGISTRY_FAIL_TTL_MAX_MS);
 		e->until_ms = util_now_ms() + e->fail_ms;
 	}
 	pthread_mutex_unlock(&reg->lock);
@@ -629,8 +629,8 @@ ingest_registry_get(struct ingest_registry *reg, int32_t id,
 	    !registry_stopping(reg->stop); attempt++) {
 		if (attempt > 0) {
 			registry_sleep_ms(backoff, reg->stop);
-			backoff = backoff * 2 > REGISTRY_MAX_BACKOFF_MS ?
-			    REGISTRY_MAX_BACKOFF_MS : backoff * 2;
+			backoff = (int)util_backoff_next(backoff, backoff,
+			    REGISTRY_MAX_BACKOFF_MS);
 		}
 		pthread_mutex_lock(&reg->lock);
 		reg->requests++;

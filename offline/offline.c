@@ -567,8 +567,8 @@ offline_main(void *arg)
 			last_warn = util_now_ms();
 		}
 		offline_sleep(o, backoff);
-		backoff = backoff * 2 > OFFLINE_BACKOFF_MAX_MS ?
-		    OFFLINE_BACKOFF_MAX_MS : backoff * 2;
+		backoff = util_backoff_next(backoff, backoff,
+		    OFFLINE_BACKOFF_MAX_MS);
 	}
 	return NULL;
 }

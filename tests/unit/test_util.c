@@ -393,11 +393,27 @@ test_clocks(void **state)
 	assert_true(now > 1577836800000LL && now < 4102444800000LL);
 }
 
+/* first after 0, then doubling, capped at max (odd maxes too). */
+static void
+test_backoff_next(void **state)
+{
+	(void)state;
+	assert_int_equal(util_backoff_next(0, 1000, 30000), 1000);
+	assert_int_equal(util_backoff_next(1000, 1000, 30000), 2000);
+	assert_int_equal(util_backoff_next(16000, 1000, 30000), 30000);
+	assert_int_equal(util_backoff_next(30000, 1000, 30000), 30000);
+	assert_int_equal(util_backoff_next(2500, 200, 5001), 5000);
+	assert_int_equal(util_backoff_next(2501, 200, 5001), 5001);
+	assert_int_equal(util_backoff_next(INT64_MAX / 2 + 1, 1, INT64_MAX),
+	    INT64_MAX);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fmt_i64),
+		cmocka_unit_test(test_backoff_next),
 		cmocka_unit_test(test_duration_good),
 		cmocka_unit_test(test_duration_bad),
 		cmocka_unit_test(test_rfc3339_good),
