@@ -586,21 +586,22 @@ ingest_accept(struct ingest *in, size_t si, const struct ingest_event *ev,
 }
 
 /*
- * Decode one message and decide: R_BAD (dead-letter it, reason filled),
- * R_HELD (a future event, *ts_out is its time), R_RETRY (registry down),
- * or R_OK: accepted and dispatched.
+ * Decode one message and decide: R_BAD (dead-letter it, reason filled;
+ * *code is the decoder's reason, or INGEST_R_NONE when the decoded event
+ * was refused), R_HELD (a future event, *ts_out is its time), R_RETRY
+ * (registry down), or R_OK: accepted and dispatched.
  */
 static enum ingest_result
 ingest_decide(struct ingest *in, size_t si, const void *payload, size_t len,
     int32_t partition, int64_t offset, int64_t now, int allow_hold,
-    int64_t *ts_out, char *reason, size_t reasonlen)
+    int64_t *ts_out, enum ingest_reason *code, char *reason, size_t reasonlen)
 {
 	struct ingest_source	*s = &in->sources[si];
 	struct ingest_event	 ev;
-	enum ingest_reason	 code;
 	int			 rc;
 
-	rc = ingest_decode(s->dec, payload, len, &ev, &code, reason, reasonlen);
+	*code = INGEST_R_NONE;
+	rc = ingest_decode(s->dec, payload, len, &ev, code, reason, reasonlen);
 	if (rc == INGEST_RETRY)
 		return R_RETRY;
 	if (rc != INGEST_OK)
@@ -893,9 +894,10 @@ hold_message(struct ingest *in, size_t si, const rd_kafka_message_t *msg,
 static void
 release_held(struct ingest *in, int64_t now)
 {
-	char	reason[512];
-	size_t	j = 0;
-	int64_t	ts;
+	char			reason[512];
+	size_t			j = 0;
+	int64_t			ts;
+	enum ingest_reason	code;
 
 	for (size_t i = 0; i < in->nheld; i++) {
 		struct ingest_held	*h = &in->held[i];
@@ -906,7 +908,7 @@ release_held(struct ingest *in, int64_t now)
 			continue;
 		}
 		r = ingest_decide(in, h->source, h->h.payload, h->h.len,
-		    h->h.partition, h->h.offset, now, 0, &ts, reason,
+		    h->h.partition, h->h.offset, now, 0, &ts, &code, reason,
 		    sizeof reason);
 		if (r == R_RETRY) {
 			in->held[j++] = *h;
@@ -920,8 +922,8 @@ release_held(struct ingest *in, int64_t now)
 		 * agree; anything else is a dead letter (and an error: the
 		 * offline copy holds it).
 		 */
-		if (r == R_BAD && (strncmp(reason, "unknown_schema_id", 17) ==
-		    0 || strncmp(reason, "schema_resolution", 17) == 0)) {
+		if (r == R_BAD && (code == INGEST_R_UNKNOWN_SCHEMA_ID ||
+		    code == INGEST_R_SCHEMA_RESOLUTION)) {
 			if (!h->warned)
 				log_warn("ingest", "held message %s/%d@%lld "
 				    "cannot be read now (%s); it stays held "
@@ -977,6 +979,7 @@ handle_message(struct ingest *in, rd_kafka_message_t *msg, int64_t now)
 	size_t			 si;
 	char			 reason[512];
 	enum ingest_result	 r;
+	enum ingest_reason	 code;
 	int64_t			 ts = 0;
 
 	if (msg->rkt == in->last_rkt && msg->partition == in->last_partition) {
@@ -998,7 +1001,7 @@ handle_message(struct ingest *in, rd_kafka_message_t *msg, int64_t now)
 		return 0;
 	}
 	r = ingest_decide(in, si, msg->payload, msg->len, msg->partition,
-	    msg->offset, now, 1, &ts, reason, sizeof reason);
+	    msg->offset, now, 1, &ts, &code, reason, sizeof reason);
 	if (r == R_RETRY) {
 		log_warn("ingest", "%s [%d] offset %lld: %s; retrying", topic,
 		    (int)msg->partition, (long long)msg->offset, reason);
