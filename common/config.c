@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/util.h"
 #include "common/xmalloc.h"
@@ -842,57 +843,44 @@ extern char **environ;
 static int
 config_env_unknown(struct config_ctx *c)
 {
-	char	name[96], up[64], key[64], hint_env[96];
+	char	env[96], key[64];
 
 	for (char **e = environ; *e != NULL; e++) {
-		const char	*eq = strchr(*e, '='), *sect = NULL, *hint;
-		size_t		 len = eq != NULL ? (size_t)(eq - *e) : 0, i, sl;
-		int		 known = 0;
+		size_t			 len = strcspn(*e, "="), i, sl = 0;
+		const struct config_key	*k;
+		const char		*sect = NULL, *near;
 
 		if (len <= 7 || strncmp(*e, "MLOPSD_", 7) != 0 ||
-		    len >= sizeof name)
+		    len >= sizeof env)
 			continue;
-		memcpy(name, *e, len);
-		name[len] = '\0';
-		for (i = 0; i < CONFIG_NKEYS && !known; i++) {
-			const struct config_key *k = &config_keys[i];
-
-			config_env_name(k, hint_env, sizeof hint_env);
-			known = strcmp(hint_env, name) == 0;
-			if (k->section == NULL || sect != NULL ||
-			    (sl = strlen(k->section)) >= sizeof up)
-				continue;
-			for (size_t j = 0; j <= sl; j++)
-				up[j] = (char)toupper((unsigned char)
-				    k->section[j]);
-			if (strncmp(name + 7, up, sl) == 0 &&
-			    name[7 + sl] == '_' && name[8 + sl] != '\0' &&
-			    strlen(name + 8 + sl) < sizeof key) {
-				size_t j = 0;
-
+		/* A variable of a key, or of no section of ours: fine. */
+		for (i = 0; i < CONFIG_NKEYS; i++) {
+			k = &config_keys[i];
+			config_env_name(k, env, sizeof env);
+			if (strlen(env) == len && strncmp(env, *e, len) == 0)
+				break;
+			if (sect == NULL && k->section != NULL &&
+			    (sl = strlen(k->section)) + 8 < len &&
+			    strncasecmp(*e + 7, k->section, sl) == 0 &&
+			    (*e)[7 + sl] == '_')
 				sect = k->section;
-				do
-					key[j] = (char)tolower((unsigned char)
-					    name[8 + sl + j]);
-				while (name[8 + sl + j++] != '\0');
-			}
 		}
-		if (sect == NULL || known)
+		if (i < CONFIG_NKEYS || sect == NULL)
 			continue;
-		snprintf(c->err, c->errlen, "%s: no such setting (%s.%s is not "
-		    "a key of mlopsd.yaml)", name, sect, key);
-		if ((hint = config_suggest(sect, key)) != NULL)
-			for (i = 0; i < CONFIG_NKEYS; i++)
-				if (config_keys[i].section != NULL &&
-				    strcmp(config_keys[i].section, sect) == 0 &&
-				    strcmp(config_keys[i].key, hint) == 0) {
-					size_t n = strlen(c->err);
-
-					config_env_name(&config_keys[i],
-					    hint_env, sizeof hint_env);
-					snprintf(c->err + n, c->errlen - n,
-					    "; did you mean %s?", hint_env);
-				}
+		sl = strlen(sect);
+		if (len - 8 - sl >= sizeof key)
+			continue;
+		for (i = 0; i < len - 8 - sl; i++)
+			key[i] = (char)tolower((unsigned char)(*e)[8 + sl + i]);
+		key[i] = '\0';
+		snprintf(c->err, c->errlen, "%.*s: no such setting (%s.%s is "
+		    "not a key of mlopsd.yaml)", (int)len, *e, sect, key);
+		if ((near = config_suggest(sect, key)) != NULL &&
+		    (k = config_find(sect, near)) != NULL) {
+			config_env_name(k, env, sizeof env);
+			snprintf(c->err + strlen(c->err), c->errlen -
+			    strlen(c->err), "; did you mean %s?", env);
+		}
 		return -1;
 	}
 	return 0;
