@@ -162,6 +162,15 @@ pg_query(struct pg *g, const char *sql, int nparams,
 	return sent ? pg_result(g) : NULL;
 }
 
+/* "postgres: <libpq's last message>" into err, without its newline. */
+static void
+pg_errmsg(const struct pg *g, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "postgres: %s", g->conn != NULL ?
+	    PQerrorMessage(g->conn) : "out of memory");
+	err[strcspn(err, "\n")] = '\0';
+}
+
 static int
 pg_check(struct pg *g, PGresult *r, char *err, size_t errlen)
 {
@@ -173,9 +182,7 @@ pg_check(struct pg *g, PGresult *r, char *err, size_t errlen)
 		return -1;
 	}
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		snprintf(err, errlen, "postgres: %s", PQerrorMessage(g->conn));
-		/* libpq messages end with a newline. */
-		err[strcspn(err, "\n")] = '\0';
+		pg_errmsg(g, err, errlen);
 		PQclear(r);
 		return -1;
 	}
@@ -416,9 +423,7 @@ pg_connect(struct pg *g, const char *conninfo, char *err, size_t errlen)
 		goto fail;
 	return 0;
 fail:
-	snprintf(err, errlen, "postgres: %s", g->conn != NULL ?
-	    PQerrorMessage(g->conn) : "out of memory");
-	err[strcspn(err, "\n")] = '\0';
+	pg_errmsg(g, err, errlen);
 	return -1;
 }
 
@@ -469,10 +474,8 @@ pg_shipped(void *b, const char *instance, int64_t *seq, char *err,
 		*seq = PQntuples(r) == 1 ? strtoll(PQgetvalue(r, 0, 0), NULL,
 		    10) : 0;
 		rc = 0;
-	} else {
-		snprintf(err, errlen, "postgres: %s", PQerrorMessage(g->conn));
-		err[strcspn(err, "\n")] = '\0';
-	}
+	} else
+		pg_errmsg(g, err, errlen);
 	PQclear(r);
 	return rc;
 }
@@ -760,10 +763,8 @@ pg_ship_group(struct pg *g, struct pg_group *gr, size_t n, char *err,
 pgfail:
 	if (g->broken)
 		snprintf(err, errlen, "shipping cancelled");
-	else {
-		snprintf(err, errlen, "postgres: %s", PQerrorMessage(g->conn));
-		err[strcspn(err, "\n")] = '\0';
-	}
+	else
+		pg_errmsg(g, err, errlen);
 out:
 	free(b.p);
 	free(cols.p);
@@ -1013,9 +1014,7 @@ pg_scan(void *b, const struct repo_view *view, int64_t max_ts,
 
 		r = PQexec(g->conn, "FETCH " PG_FETCH_S " FROM mlopsd_scan");
 		if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-			snprintf(err, errlen, "postgres: %s",
-			    PQerrorMessage(g->conn));
-			err[strcspn(err, "\n")] = '\0';
+			pg_errmsg(g, err, errlen);
 			rc = -1;
 			break;
 		}
