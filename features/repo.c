@@ -777,7 +777,7 @@ repo_check_schema(struct repo_loader *rl, const char *path, const char *text,
 	const json_t		*fields = json_object_get(schema, "fields");
 	const char		*type = json_string_value(json_object_get(schema,
 				    "type"));
-	char			 yerr[256];
+	char			 yerr[256], aerr[256];
 	avro_schema_t		 as;
 	size_t			 i, j, n;
 	int			 rc = -1;
@@ -824,15 +824,16 @@ repo_check_schema(struct repo_loader *rl, const char *path, const char *text,
 		rc = 0;
 		goto out;
 	}
+	/* The prefixes below overwrite libavro's message. */
+	snprintf(aerr, sizeof aerr, "%s", avro_strerror());
 	for (i = 1; i <= n && repo_avro_prefix_ok(schema, fields, i); i++)
 		;
 	at = i <= n && fnode != NULL && fnode->type == YDOC_SEQ &&
 	    i - 1 < fnode->n ? fnode->items[i - 1] : root;
 	if (at != NULL && at != root && ydoc_map_get(at, "type") != NULL)
 		at = ydoc_map_get(at, "type");
-	(void)avro_schema_from_json_length(text, len, &as);
 	repo_schema_err(rl, path, at, "schema of %s is not a valid Avro "
-	    "schema: %s", what, avro_strerror());
+	    "schema: %s", what, aerr);
 out:
 	ydoc_free(doc);
 	return rc;
