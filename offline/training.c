@@ -255,6 +255,17 @@ training_find_column(const struct csv_row *hdr, const char *name)
 	return -1;
 }
 
+/* An output's column name, view__feature_window (caller frees). */
+static char *
+training_out_column(const struct training_job *job,
+    const struct training_out *out)
+{
+	const struct repo_view	*v = &job->repo->views[out->view];
+
+	return xstrfmt("%s__%s", v->name, strchr(v->outputs[out->feature *
+	    v->nwindows + out->window], ':') + 1);
+}
+
 /* Open the spine, read its header and check its columns. */
 static FILE *
 training_open_spine(struct training_job *job, const char *path,
@@ -292,8 +303,7 @@ training_open_spine(struct training_job *job, const char *path,
 	for (size_t o = 0; o < job->nouts; o++) {
 		const struct training_out *out = &job->outs[o];
 		const struct repo_view *v = &job->repo->views[out->view];
-		char *col = xstrfmt("%s__%s", v->name, strchr(v->outputs[
-		    out->feature * v->nwindows + out->window], ':') + 1);
+		char *col = training_out_column(job, out);
 
 		if (training_find_column(hdr, col) >= 0) {
 			snprintf(err, errlen, "%s:1: column %s is also the name "
@@ -703,10 +713,7 @@ training_sink_row(struct training_sink *o, const struct training_job *job,
 		training_csv_put(&o->line, &len, &o->cap, s, strlen(s));
 	}
 	for (size_t c = 0; c < job->nouts; c++) {
-		const struct training_out	*out = &job->outs[c];
-		const struct repo_view		*v =
-		    &job->repo->views[out->view];
-		const char			*name;
+		char	*name;
 
 		buf_add(&o->line, &len, &o->cap, ",", 1);
 		if (cells != NULL) {
@@ -714,11 +721,9 @@ training_sink_row(struct training_sink *o, const struct training_job *job,
 			    strlen(cells[c]));
 			continue;
 		}
-		name = strchr(v->outputs[out->feature * v->nwindows +
-		    out->window], ':') + 1;
-		buf_add(&o->line, &len, &o->cap, v->name, strlen(v->name));
-		buf_add(&o->line, &len, &o->cap, "__", 2);
+		name = training_out_column(job, &job->outs[c]);
 		training_csv_put(&o->line, &len, &o->cap, name, strlen(name));
+		free(name);
 	}
 	buf_add(&o->line, &len, &o->cap, "\n", 1);
 	sha256_update(&o->sha, o->line, len);
