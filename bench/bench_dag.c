@@ -104,7 +104,7 @@ main(int argc, char **argv)
 	mkdir(pipes, 0755);
 	write_dag(tmpl, "chain", n, 1);
 	write_dag(tmpl, "fan", n, 0);
-	if ((set = dag_set_load(tmpl, err, sizeof err)) == NULL) {
+	if ((set = dag_set_load(tmpl, NULL, err, sizeof err)) == NULL) {
 		fprintf(stderr, "bench_dag: %s\n", err);
 		return 1;
 	}

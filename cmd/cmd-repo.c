@@ -53,7 +53,7 @@ cmd_repo_validate(const struct cmd_entry *self, const char *dir)
 
 	/* The DAG files: pipelines/NAME.yaml, errors as file:line:col. */
 	err = xmalloc(DAG_ERRLEN);
-	if ((dags = dag_set_load(dir, err, DAG_ERRLEN)) == NULL) {
+	if ((dags = dag_set_load(dir, r, err, DAG_ERRLEN)) == NULL) {
 		fprintf(stderr, "%s\n", err);
 		free(err);
 		repo_free(r);

@@ -29,7 +29,7 @@ dags_reload(void *arg, char *err, size_t errlen)
 	struct dags	*dg = arg;
 	struct dag_set	*set;
 
-	if ((set = dag_set_load(dg->repo, err, errlen)) == NULL)
+	if ((set = dag_set_load(dg->repo, NULL, err, errlen)) == NULL)
 		return -1;
 	dag_engine_reload(dg->e, set);
 	return 0;
@@ -65,7 +65,7 @@ dags_new(struct daemon *d, char *err, size_t errlen)
 
 	if (realpath(cfg->repo, repo) == NULL)
 		snprintf(repo, sizeof repo, "%s", cfg->repo);
-	if ((set = dag_set_load(repo, err, errlen)) == NULL)
+	if ((set = dag_set_load(repo, NULL, err, errlen)) == NULL)
 		return NULL;
 	memset(&ec, 0, sizeof ec);
 	/* Absolute: steps see it from their run's directory. */

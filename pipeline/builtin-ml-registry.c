@@ -64,7 +64,7 @@ ml_model_from_dag(json_t *ctx, char *buf, size_t buflen)
 	size_t		 i, j;
 
 	if (repo == NULL || name == NULL ||
-	    (set = dag_set_load(repo, err, sizeof err)) == NULL)
+	    (set = dag_set_load(repo, NULL, err, sizeof err)) == NULL)
 		return NULL;
 	scope = json_pack("{s:O?, s:{}}", "params", json_object_get(ctx,
 	    "params"), "run");

@@ -851,7 +851,8 @@ dag_name_cmp(const void *a, const void *b)
 }
 
 struct dag_set *
-dag_set_load(const char *repo_dir, char *err, size_t errlen)
+dag_set_load(const char *repo_dir, const struct repo *features, char *err,
+    size_t errlen)
 {
 	struct dag_set	*set;
 	struct dirent	*de;
@@ -887,15 +888,16 @@ dag_set_load(const char *repo_dir, char *err, size_t errlen)
 	free(path);
 	qsort(names, n, sizeof *names, dag_name_cmp);
 	/* For dag_check_features(); its own errors are the repo's to say. */
-	rerr = xmalloc(REPO_ERRLEN);
-	if (n > 0)
-		repo = repo_load(repo_dir, rerr, REPO_ERRLEN);
-	free(rerr);
+	if (n > 0 && features == NULL) {
+		rerr = xmalloc(REPO_ERRLEN);
+		features = repo = repo_load(repo_dir, rerr, REPO_ERRLEN);
+		free(rerr);
+	}
 	set->dags = xcalloc(n + 1, sizeof *set->dags);
 	for (i = 0; i < n; i++) {
 		if ((doc = ydoc_load_file(names[i], err, errlen)) == NULL)
 			goto fail;
-		d = dag_from_doc(doc, repo, err, errlen);
+		d = dag_from_doc(doc, features, err, errlen);
 		ydoc_free(doc);
 		if (d == NULL)
 			goto fail;

@@ -18,12 +18,17 @@ struct http_route;
 
 #define DAG_ERRLEN	1024
 
+struct repo;
+
 /*
  * Load and validate every REPO/pipelines/NAME.yaml (no such folder: an empty
- * set).  Returns the set, or NULL with "file:line:col: message" in err.
- * The caller frees it with dag_set_free().
+ * set).  training-set steps' features are checked against features, the
+ * feature repo of repo_dir (NULL: loaded from it here; if it does not load,
+ * those checks are skipped).  Returns the set, or NULL with
+ * "file:line:col: message" in err.  The caller frees it with dag_set_free().
  */
-struct dag_set	*dag_set_load(const char *repo_dir, char *err, size_t errlen);
+struct dag_set	*dag_set_load(const char *repo_dir,
+		    const struct repo *features, char *err, size_t errlen);
 void		 dag_set_free(struct dag_set *s);
 size_t		 dag_set_count(const struct dag_set *s);
 
